@@ -1,0 +1,147 @@
+"""Raw dataset items and the one path that turns them into FaceRecords.
+
+Every source reader (WIDER FACE, CelebA, FDDB, JSONL, synthetic, negatives) yields
+``RawItem``s: an image (a path, or pixels already in memory) plus faces as pixel
+``[x, y, w, h]`` boxes in that image. ``encode_item`` loads, repairs and validates them by
+the rules below and returns a ``data.features.FaceRecord``, or raises ``SkipItem`` with a
+reason that the manifest counts.
+
+Repair rules (documented once, here):
+  * EXIF orientation is applied to the pixels, and the boxes are taken to refer to the
+    image as displayed (that is what every annotation tool shows its annotator).
+  * Grayscale, palette, CMYK, RGBA (alpha composited on white) and 16-bit images are
+    converted to 8-bit RGB.
+  * A box partly outside the image is clipped to it; a box with no area left inside the
+    image, or with width or height <= 0, is dropped and counted as ``box_outside`` /
+    ``box_empty`` (the image itself is kept).
+  * Images larger than ``max_side`` on their long side are downscaled (boxes are
+    normalized, so they need no change).
+  * A missing file, an unreadable/truncated image: the item is skipped
+    (``missing_file`` / ``corrupt_image``).
+"""
+
+import dataclasses
+import io
+import os
+from typing import Optional
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from data import boxes as box_lib
+from data.features import FaceRecord, encode_jpeg
+
+
+class SkipItem(Exception):
+    """An item that cannot be written. ``reason`` is a short key counted in the manifest."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f'{reason}: {detail}')
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclasses.dataclass
+class RawItem:
+    """One image and its faces as a source reader found them.
+
+    Attributes:
+      source_id: stable unique name, e.g. 'wider/0--Parade/0_Parade_marchingband_1_5.jpg'.
+      path: image file, or None when ``pixels`` is given.
+      boxes_xywh: [N, 4] pixel boxes in the image as displayed.
+      landmarks_xy: optional [N, 5, 2] pixel (x, y) points; NaN rows mean "not labelled".
+      ignore: optional [N] bool.
+      split: 'train', 'val' or 'test'.
+      pixels: optional RGB uint8 [H, W, 3] (synthetic sources).
+      origin: where the annotation came from, for messages ('file.txt:123').
+    """
+    source_id: str
+    path: Optional[str]
+    boxes_xywh: np.ndarray
+    landmarks_xy: Optional[np.ndarray] = None
+    ignore: Optional[np.ndarray] = None
+    split: str = 'train'
+    pixels: Optional[np.ndarray] = None
+    origin: str = ''
+
+
+def load_rgb(path: str) -> np.ndarray:
+    """Reads an image file as displayed (EXIF applied) into uint8 RGB. Raises SkipItem."""
+    if not os.path.exists(path):
+        raise SkipItem('missing_file', f'{path}: no such file')
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+        image = Image.open(io.BytesIO(data))
+        image.load()  # forces a full decode so truncated files fail here
+        image = ImageOps.exif_transpose(image)
+    except Exception as e:  # PIL raises many types for bad files
+        raise SkipItem('corrupt_image', f'{path}: {type(e).__name__}: {e}') from None
+    return to_rgb_array(image)
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Converts any PIL mode (L, P, CMYK, RGBA, I;16, ...) to uint8 RGB."""
+    if image.mode in ('I;16', 'I;16B', 'I;16L', 'I'):
+        arr = np.asarray(image, np.float64)
+        hi = arr.max() if arr.size else 1.0
+        arr = arr / (65535.0 if hi > 255 else 255.0) * 255.0
+        image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), 'L')
+    if image.mode in ('RGBA', 'LA') or (image.mode == 'P' and 'transparency' in image.info):
+        rgba = image.convert('RGBA')
+        background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert('RGB'), np.uint8)
+
+
+def encode_item(item: RawItem, max_side: int = 0, jpeg_quality: int = 90):
+    """Loads and validates a RawItem.
+
+    Returns:
+      (record, dropped): a FaceRecord and a dict {reason: count} of boxes dropped by the
+      repair rules.
+    Raises:
+      SkipItem: when the image itself cannot be used.
+    """
+    pixels = item.pixels if item.pixels is not None else load_rgb(item.path)
+    height, width = pixels.shape[:2]
+    if height < 2 or width < 2:
+        raise SkipItem('corrupt_image', f'{item.path or item.source_id}: {width}x{height} image')
+    b = np.asarray(item.boxes_xywh, np.float64).reshape(-1, 4)
+    n = len(b)
+    lm = item.landmarks_xy
+    lm = np.full([n, 5, 2], np.nan) if lm is None else np.asarray(lm, np.float64).reshape(n, 5, 2)
+    ignore = np.zeros([n], bool) if item.ignore is None else np.asarray(item.ignore, bool).reshape(n)
+
+    dropped = {}
+    finite = np.all(np.isfinite(b), axis=1)
+    empty = finite & ((b[:, 2] <= 0) | (b[:, 3] <= 0))
+    x0 = np.clip(b[:, 0], 0, width)
+    y0 = np.clip(b[:, 1], 0, height)
+    x1 = np.clip(b[:, 0] + b[:, 2], 0, width)
+    y1 = np.clip(b[:, 1] + b[:, 3], 0, height)
+    outside = finite & ~empty & ((x1 - x0 <= 0) | (y1 - y0 <= 0))
+    keep = finite & ~empty & ~outside
+    for reason, mask in (('box_not_finite', ~finite), ('box_empty', empty), ('box_outside', outside)):
+        if mask.any():
+            dropped[reason] = int(mask.sum())
+
+    clipped = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)[keep]
+    lm = lm[keep]
+    valid = np.all(np.isfinite(lm.reshape(-1, 10)), axis=1)
+    lm = np.where(np.isfinite(lm), lm, 0.0)
+
+    if max_side and max(height, width) > max_side:
+        scale = max_side / max(height, width)
+        new_size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        pixels = np.asarray(Image.fromarray(pixels).resize(new_size, Image.BILINEAR))
+    record = FaceRecord(
+        source_id=item.source_id,
+        encoded=encode_jpeg(pixels, jpeg_quality),
+        height=pixels.shape[0], width=pixels.shape[1],
+        # Normalized against the size the boxes were given in; resizing keeps them valid.
+        boxes=box_lib.xywh_to_normalized(clipped, height, width),
+        landmarks=box_lib.landmarks_xy_to_normalized(lm, height, width) * valid[:, None],
+        landmarks_valid=valid.astype(np.int64),
+        ignore=ignore[keep].astype(np.int64))
+    return record, dropped
