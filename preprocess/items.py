@@ -54,6 +54,8 @@ class RawItem:
       split: 'train', 'val' or 'test'.
       pixels: optional RGB uint8 [H, W, 3] (synthetic sources).
       origin: where the annotation came from, for messages ('file.txt:123').
+      attributes: optional dict of extra per-face labels kept for analysis, each an [N]
+        array (e.g. WIDER's 'blur', 'occlusion', ...); encode_item does not use them.
     """
     source_id: str
     path: Optional[str]
@@ -63,6 +65,7 @@ class RawItem:
     split: str = 'train'
     pixels: Optional[np.ndarray] = None
     origin: str = ''
+    attributes: Optional[dict] = None
 
 
 def load_rgb(path: str) -> np.ndarray:
