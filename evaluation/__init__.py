@@ -1,0 +1,1 @@
+"""Detection accuracy: WIDER FACE protocol (wider), ground truth loading (labels), PR plots."""
