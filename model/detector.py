@@ -1,0 +1,117 @@
+"""The network: a depthwise-separable backbone, a small FPN and one shared head.
+
+``build_detector`` returns a Keras model from an image batch (float, 0..255, any size that
+is a multiple of 32) to raw head outputs ``[B, P, 15]`` in float32, one row per anchor point
+(see model/anchors.py for their order): column 0 is the face logit, 1:5 the box distances
+(top, left, bottom, right) before the softplus, 5:15 the landmark offsets. Turning them into
+boxes is model/postprocess.py's job; the network knows no box math.
+"""
+
+import dataclasses
+import json
+import math
+
+import keras
+from keras import layers
+
+from model.anchors import DEFAULT_STRIDES
+
+NUM_OUTPUTS = 15  # 1 logit + 4 distances + 10 landmark offsets
+CLS, BOX, LMK = slice(0, 1), slice(1, 5), slice(5, 15)
+PRIOR_PROBABILITY = 0.01
+
+
+@dataclasses.dataclass
+class DetectorConfig:
+    """Everything needed to rebuild the same network (saved as model_config.json)."""
+    width: float = 1.0           # channel multiplier
+    neck_channels: int = 48
+    strides: tuple = DEFAULT_STRIDES
+    anchor_scale: float = 4.0    # anchor box side = anchor_scale * stride (for assignment)
+    image_size: int = 256        # training crop side; inference runs at any multiple of 32
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text):
+        values = json.loads(text)
+        values['strides'] = tuple(values['strides'])
+        return cls(**values)
+
+
+def _channels(c, width):
+    return max(8, int(round(c * width / 8)) * 8)
+
+
+def _conv_bn(x, filters, kernel, stride, name):
+    x = layers.Conv2D(filters, kernel, stride, padding='same', use_bias=False, name=name)(x)
+    x = layers.BatchNormalization(name=name + '_bn')(x)
+    return layers.ReLU(name=name + '_relu')(x)
+
+
+def _dw_block(x, filters, stride, name):
+    """Depthwise 3x3 + pointwise 1x1, with a residual when the shape allows."""
+    inputs = x
+    x = layers.DepthwiseConv2D(3, stride, padding='same', use_bias=False, name=name + '_dw')(x)
+    x = layers.BatchNormalization(name=name + '_dw_bn')(x)
+    x = layers.ReLU(name=name + '_dw_relu')(x)
+    x = layers.Conv2D(filters, 1, use_bias=False, name=name + '_pw')(x)
+    x = layers.BatchNormalization(name=name + '_pw_bn')(x)
+    if stride == 1 and inputs.shape[-1] == filters:
+        x = layers.Add(name=name + '_add')([inputs, x])
+    return layers.ReLU(name=name + '_relu')(x)
+
+
+def _backbone(x, width):
+    """Returns the stride-8, 16 and 32 feature maps."""
+    c = lambda n: _channels(n, width)  # noqa: E731
+    x = _conv_bn(x, c(16), 3, 2, 'stem')                          # /2
+    x = _dw_block(x, c(24), 2, 'b1a')                              # /4
+    x = _dw_block(x, c(24), 1, 'b1b')
+    x = _dw_block(x, c(40), 2, 'b2a')                              # /8
+    c3 = _dw_block(x, c(40), 1, 'b2b')
+    x = _dw_block(c3, c(64), 2, 'b3a')                             # /16
+    x = _dw_block(x, c(64), 1, 'b3b')
+    c4 = _dw_block(x, c(64), 1, 'b3c')
+    x = _dw_block(c4, c(96), 2, 'b4a')                             # /32
+    c5 = _dw_block(x, c(96), 1, 'b4b')
+    return [c3, c4, c5]
+
+
+def _fpn(features, channels):
+    """Top-down FPN: 1x1 laterals, upsample-and-add, then a depthwise 3x3 smoothing."""
+    laterals = [_conv_bn(f, channels, 1, 1, f'fpn_lat{i}') for i, f in enumerate(features)]
+    outputs = [laterals[-1]]
+    for i in range(len(laterals) - 2, -1, -1):
+        up = layers.UpSampling2D(2, name=f'fpn_up{i}')(outputs[0])
+        outputs.insert(0, layers.Add(name=f'fpn_add{i}')([laterals[i], up]))
+    return [_dw_block(f, channels, 1, f'fpn_out{i}') for i, f in enumerate(outputs)]
+
+
+def build_detector(config: DetectorConfig = DetectorConfig()) -> keras.Model:
+    """Builds the detector. Input: [B, H, W, 3] float 0..255, H and W multiples of 32."""
+    if tuple(config.strides) != DEFAULT_STRIDES:
+        raise ValueError(f'strides must be {DEFAULT_STRIDES}, got {config.strides}')
+    images = keras.Input([None, None, 3], name='images')
+    x = layers.Rescaling(1 / 127.5, offset=-1.0, name='normalize')(images)
+    features = _fpn(_backbone(x, config.width), _channels(config.neck_channels, config.width))
+
+    # One head shared by all levels: distances are in units of the level's stride, so the
+    # same weights serve every scale (as in FCOS, GFL and SCRFD). Batch norm stays per level
+    # because each level's statistics differ.
+    head_channels = _channels(config.neck_channels, config.width)
+    head_dw = layers.DepthwiseConv2D(3, padding='same', use_bias=False, name='head_dw')
+    head_pw = layers.Conv2D(head_channels, 1, activation='relu', name='head_pw')
+    bias = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+    head_out = layers.Conv2D(
+        NUM_OUTPUTS, 1, name='head_out',
+        bias_initializer=keras.initializers.Constant([bias] + [0.0] * (NUM_OUTPUTS - 1)))
+    outputs = []
+    for i, f in enumerate(features):
+        y = head_out(head_pw(layers.ReLU(name=f'head_relu{i}')(layers.BatchNormalization(name=f'head_bn{i}')(head_dw(f)))))
+        outputs.append(layers.Reshape([-1, NUM_OUTPUTS], name=f'flatten{i}')(y))
+    raw = layers.Concatenate(axis=1, name='concat')(outputs)
+    # Heads emit float32 whatever the compute policy, so losses and NMS run in float32.
+    raw = layers.Activation('linear', dtype='float32', name='raw')(raw)
+    return keras.Model(images, raw, name='facedet')

@@ -1,0 +1,56 @@
+"""Detection loss: quality focal loss + GIoU box loss + smooth-L1 landmark loss.
+
+The classification target of a positive point is the IoU between its predicted box and its
+face (stop-gradient), as in GFL's quality focal loss: the score then ranks detections by
+how well they are localised, which is what average precision rewards. Negatives target 0.
+Everything is normalized by the number of positive points (at least 1), so an image
+without faces contributes only background terms and never divides by zero.
+"""
+
+import tensorflow as tf
+
+from data import boxes as box_lib
+from model import postprocess
+
+BOX_WEIGHT = 2.0
+LANDMARK_WEIGHT = 0.1
+QFL_BETA = 2.0
+
+
+def detection_loss(raw, targets, points, point_strides):
+    """Computes the loss of a batch.
+
+    Args:
+      raw: [B, P, 15] float32 head outputs.
+      targets: dict of [B, P, ...] tensors from model.targets.assign (batched).
+      points: [P, 2], point_strides: [P].
+
+    Returns:
+      dict with ``loss`` (scalar, the sum of the weighted terms), ``cls``, ``box``,
+      ``landmarks`` and ``num_positive``.
+    """
+    raw = tf.cast(raw, tf.float32)
+    logits, boxes_px, landmarks_px = postprocess.decode(raw, points, point_strides)
+    positive = tf.cast(targets['positive'], tf.float32)
+    num_pos = tf.maximum(tf.reduce_sum(positive), 1.0)
+
+    iou, giou = box_lib.elementwise_iou_and_giou(boxes_px, targets['box'])
+    quality = tf.stop_gradient(tf.maximum(iou, 0.0)) * positive
+    prob = tf.sigmoid(logits)
+    bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=quality, logits=logits)
+    qfl = bce * tf.pow(tf.abs(quality - prob), QFL_BETA) * targets['cls_weight']
+    cls_loss = tf.reduce_sum(qfl) / num_pos
+
+    box_loss = tf.reduce_sum((1.0 - giou) * positive) / num_pos
+
+    # Landmarks are compared in stride units so every level weighs the same.
+    scale = point_strides[None, :, None]
+    diff = (landmarks_px - targets['landmarks']) / scale
+    lm_weight = targets['landmark_weight']
+    smooth_l1 = tf.where(tf.abs(diff) < 1.0, 0.5 * tf.square(diff), tf.abs(diff) - 0.5)
+    lm_loss = tf.reduce_sum(tf.reduce_sum(smooth_l1, -1) * lm_weight) / tf.maximum(
+        tf.reduce_sum(lm_weight), 1.0)
+
+    total = cls_loss + BOX_WEIGHT * box_loss + LANDMARK_WEIGHT * lm_loss
+    return {'loss': total, 'cls': cls_loss, 'box': box_loss, 'landmarks': lm_loss,
+            'num_positive': tf.reduce_sum(positive)}

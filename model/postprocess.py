@@ -1,0 +1,69 @@
+"""Raw head outputs -> scores, boxes and landmarks, and NMS. The single decoding path used by
+the loss, validation, export and detect.
+"""
+
+import tensorflow as tf
+
+from data import boxes as box_lib
+from model import anchors as anchor_lib
+from model.detector import BOX, CLS, LMK
+
+
+def decode(raw, points, point_strides):
+    """Decodes raw outputs at every anchor point.
+
+    Args:
+      raw: [B, P, 15] float32 head outputs.
+      points: [P, 2] (y, x) pixel anchor points; point_strides: [P].
+
+    Returns:
+      logits [B, P], boxes_px [B, P, 4] yxyx pixels of the network input,
+      landmarks_px [B, P, 10] (y, x) pixels.
+    """
+    distances = tf.nn.softplus(raw[..., BOX])
+    boxes_px = box_lib.decode_distances(points, distances, point_strides)
+    landmarks_px = box_lib.decode_landmarks(points, raw[..., LMK], point_strides)
+    return raw[..., CLS][..., 0], boxes_px, landmarks_px
+
+
+def detect(raw, input_height, input_width, strides=anchor_lib.DEFAULT_STRIDES,
+           max_detections=200, score_threshold=0.3, iou_threshold=0.4, pre_nms_top_k=2000):
+    """Raw outputs -> final detections per image, padded to max_detections.
+
+    Args:
+      raw: [B, P, 15] head outputs for an input of input_height x input_width pixels.
+      max_detections, score_threshold, iou_threshold: NMS settings.
+      pre_nms_top_k: only the best-scoring points enter NMS (bounds its cost).
+
+    Returns:
+      dict with ``boxes`` [B, K, 4] normalized yxyx (of the network input), ``scores``
+      [B, K], ``landmarks`` [B, K, 10] normalized (y, x), ``num_detections`` [B] int32;
+      rows past num_detections are zero.
+    """
+    points, point_strides, _ = anchor_lib.anchor_points(input_height, input_width, strides)
+    logits, boxes_px, landmarks_px = decode(raw, points, point_strides)
+    scores = tf.sigmoid(logits)
+    boxes = tf.clip_by_value(box_lib.to_normalized(boxes_px, input_height, input_width), 0.0, 1.0)
+    hw = tf.cast(tf.stack([input_height, input_width] * 5), tf.float32)
+    landmarks = landmarks_px / hw
+
+    k = tf.minimum(pre_nms_top_k, tf.shape(scores)[1])
+    top_scores, top_idx = tf.math.top_k(scores, k=k)
+    top_boxes = tf.gather(boxes, top_idx, batch_dims=1)
+    top_landmarks = tf.gather(landmarks, top_idx, batch_dims=1)
+
+    def nms_one(args):
+        b, s, lm = args
+        idx, n = tf.image.non_max_suppression_padded(
+            b, s, max_detections, iou_threshold=iou_threshold,
+            score_threshold=score_threshold, pad_to_max_output_size=True)
+        valid = tf.range(max_detections) < n
+        mask = tf.cast(valid, tf.float32)
+        return (tf.gather(b, idx) * mask[:, None], tf.gather(s, idx) * mask,
+                tf.gather(lm, idx) * mask[:, None], n)
+
+    out_boxes, out_scores, out_landmarks, count = tf.map_fn(
+        nms_one, (top_boxes, top_scores, top_landmarks),
+        fn_output_signature=(tf.float32, tf.float32, tf.float32, tf.int32))
+    return {'boxes': out_boxes, 'scores': out_scores, 'landmarks': out_landmarks,
+            'num_detections': count}

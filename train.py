@@ -1,0 +1,108 @@
+"""Trains the face detector from TFRecords, streaming (the dataset is never held in RAM).
+
+Usage:
+  python train.py --flagfile=configs/quickstart.flags
+  python train.py --flagfile=configs/quickstart.flags --precision=mixed_float16   # on a GPU
+  tensorboard --logdir=<model_dir>
+
+Rerunning the same command after an interrupt resumes from the last checkpoint in
+--model_dir and the step count carries on. The flags are saved to <model_dir>/flags.txt and
+the network's shape to <model_dir>/model_config.json, which export.py reads.
+
+Distribution goes through tf.distribute: --strategy=auto uses MirroredStrategy when several
+GPUs are visible; --strategy=multi_worker reads the cluster from the TF_CONFIG environment
+variable; --cpu_devices=N splits the CPU into N logical devices (to test multi-device code
+without GPUs).
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TF's C++ start-up chatter out
+
+from absl import app, flags, logging  # noqa: E402
+
+_TRAIN_RECORDS = flags.DEFINE_string('train_records', None, 'Glob(s) of training TFRecord shards.')
+_VAL_RECORDS = flags.DEFINE_string('val_records', None, 'Glob(s) of validation shards (optional).')
+_MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Checkpoints, logs and flags go here.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 256, 'Square training crop side (multiple of 32).')
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Global batch size (all replicas).')
+_TRAIN_STEPS = flags.DEFINE_integer('train_steps', 1000, 'Total optimizer steps.')
+_STEPS_PER_EPOCH = flags.DEFINE_integer('steps_per_epoch', 250, 'Steps between validations.')
+_CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 100, 'Steps between checkpoints.')
+_LOG_EVERY = flags.DEFINE_integer('log_every', 20, 'Steps between progress lines.')
+_LEARNING_RATE = flags.DEFINE_float('learning_rate', 2e-3, 'Peak AdamW learning rate.')
+_WARMUP_STEPS = flags.DEFINE_integer('warmup_steps', 100, 'Linear warmup steps.')
+_WEIGHT_DECAY = flags.DEFINE_float('weight_decay', 1e-4, 'AdamW weight decay.')
+_PRECISION = flags.DEFINE_enum('precision', 'float32',
+                               ['float32', 'mixed_float16', 'mixed_bfloat16'],
+                               'Compute precision; outputs and losses stay float32.')
+_STRATEGY = flags.DEFINE_enum('strategy', 'auto', ['auto', 'default', 'mirrored', 'multi_worker'],
+                              'tf.distribute strategy.')
+_CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 1, 'Split the CPU into N logical devices.')
+_JIT_COMPILE = flags.DEFINE_boolean('jit_compile', False, 'XLA-compile the train step.')
+_WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier of the network.')
+_NECK_CHANNELS = flags.DEFINE_integer('neck_channels', 48, 'FPN/head channels (before width).')
+_ANCHOR_SCALE = flags.DEFINE_float('anchor_scale', 4.0, 'Anchor side in strides (assignment).')
+_MIN_CROP = flags.DEFINE_float('min_crop', 0.3, 'Smallest random crop, in short sides.')
+_MAX_CROP = flags.DEFINE_float('max_crop', 2.0, 'Largest random crop (>1 zooms out).')
+_SHUFFLE_BUFFER = flags.DEFINE_integer('shuffle_buffer', 1000, 'Records in the shuffle buffer.')
+_VAL_MIN_FACE = flags.DEFINE_float('val_min_face', 4.0,
+                                   'Faces under this many pixels (at --image_size) are ignored '
+                                   'by the validation AP.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
+
+for _name in ('train_records', 'model_dir'):
+    flags.mark_flag_as_required(_name)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    try:
+        _train()
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f'train.py: error: {e}')
+
+
+def _train():
+    import tensorflow as tf  # imported here so --help is fast
+
+    from model.detector import DetectorConfig
+    from training import loop
+
+    size = _IMAGE_SIZE.value
+    if size % 32:
+        raise ValueError(f'--image_size must be a multiple of 32, got {size}')
+    os.makedirs(_MODEL_DIR.value, exist_ok=True)
+    with open(os.path.join(_MODEL_DIR.value, 'flags.txt'), 'w') as f:
+        f.write(flags.FLAGS.flags_into_string())
+
+    config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
+                            anchor_scale=_ANCHOR_SCALE.value, image_size=size)
+    config_path = os.path.join(_MODEL_DIR.value, 'model_config.json')
+    if os.path.exists(config_path):
+        saved = DetectorConfig.from_json(open(config_path).read())
+        if saved != config:
+            raise ValueError(f'{config_path} describes another network ({saved}) than these '
+                             f'flags ({config}); use a new --model_dir or the original flags')
+    with open(config_path, 'w') as f:
+        f.write(config.to_json())
+
+    tf.random.set_seed(_SEED.value)
+    loop.train(loop.TrainSettings(
+        train_records=_TRAIN_RECORDS.value, val_records=_VAL_RECORDS.value,
+        model_dir=_MODEL_DIR.value, config=config, batch_size=_BATCH_SIZE.value,
+        train_steps=_TRAIN_STEPS.value, steps_per_epoch=_STEPS_PER_EPOCH.value,
+        checkpoint_every=_CHECKPOINT_EVERY.value, log_every=_LOG_EVERY.value,
+        learning_rate=_LEARNING_RATE.value, warmup_steps=_WARMUP_STEPS.value,
+        weight_decay=_WEIGHT_DECAY.value, precision=_PRECISION.value,
+        strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
+        jit_compile=_JIT_COMPILE.value, crop_range=(_MIN_CROP.value, _MAX_CROP.value),
+        shuffle_buffer=_SHUFFLE_BUFFER.value, val_min_face=_VAL_MIN_FACE.value,
+        seed=_SEED.value))
+
+
+if __name__ == '__main__':
+    app.run(main)

@@ -1,0 +1,275 @@
+"""The training loop: tf.distribute, mixed precision, checkpoints that resume, TensorBoard.
+
+A custom loop rather than ``model.fit`` so that checkpoint resume keeps the exact step,
+XLA stays off unless asked (Keras turns it on by itself on GPUs), and validation can report
+average precision with the project's own decoding path.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from typing import Optional, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data import boxes as box_lib
+from data import pipeline
+from model import anchors as anchor_lib
+from model import losses
+from model import postprocess
+from model.detector import DetectorConfig, build_detector
+
+
+@dataclasses.dataclass
+class TrainSettings:
+    train_records: str
+    model_dir: str
+    config: DetectorConfig
+    val_records: Optional[str] = None
+    batch_size: int = 32
+    train_steps: int = 1000
+    steps_per_epoch: int = 250
+    checkpoint_every: int = 100
+    log_every: int = 20
+    learning_rate: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 1e-4
+    precision: str = 'float32'
+    strategy: str = 'auto'
+    cpu_devices: int = 1
+    jit_compile: bool = False
+    crop_range: Tuple[float, float] = (0.3, 2.0)
+    shuffle_buffer: int = 1000
+    val_min_face: float = 4.0
+    seed: int = 0
+
+
+def make_strategy(name, cpu_devices=1):
+    """Returns the tf.distribute strategy for a --strategy flag value."""
+    if cpu_devices > 1:
+        cpus = tf.config.list_physical_devices('CPU')
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError:
+            pass  # already initialised in this process (tests): keep what is there
+    if name == 'multi_worker':
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices('GPU')
+    if name == 'mirrored' or (name == 'auto' and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices('CPU')]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def _optimizer(s: TrainSettings):
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0, decay_steps=max(1, s.train_steps - s.warmup_steps),
+        warmup_target=s.learning_rate, warmup_steps=s.warmup_steps, alpha=0.02)
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=s.weight_decay,
+                                       clipnorm=None, global_clipnorm=10.0)
+    optimizer.exclude_from_weight_decay(var_names=['bn', 'bias'])
+    if s.precision == 'mixed_float16':
+        # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+class _Progress:
+    """Prints step, losses, images/s and ETA."""
+
+    def __init__(self, total_steps, batch_size):
+        self.total, self.batch = total_steps, batch_size
+        self.t0 = self.step0 = None
+
+    def start(self, step):
+        """Starts the clock after the first step, so tracing time is not counted as speed."""
+        if self.t0 is None:
+            self.t0, self.step0 = time.time(), step
+
+    def line(self, step, terms):
+        elapsed = max(time.time() - self.t0, 1e-9)
+        rate = (step - self.step0) / elapsed
+        eta = (self.total - step) / rate if rate > 0 else float('inf')
+        parts = ' '.join(f'{k} {v:.4f}' for k, v in terms.items() if k != 'num_positive')
+        return (f'step {step}/{self.total} {parts} | {rate * self.batch:.1f} img/s | '
+                f'ETA {_duration(eta)}')
+
+
+def _duration(seconds):
+    if not np.isfinite(seconds):
+        return '?'
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+def train(s: TrainSettings):
+    """Runs training to s.train_steps, resuming from s.model_dir if it has checkpoints.
+
+    Returns:
+      dict of the last validation metrics (empty without val_records).
+    """
+    keras.mixed_precision.set_dtype_policy(s.precision)  # before any layer is built
+    strategy = make_strategy(s.strategy, s.cpu_devices)
+    replicas = strategy.num_replicas_in_sync
+    if s.batch_size % replicas:
+        raise ValueError(f'--batch_size={s.batch_size} must divide by the {replicas} replicas')
+    cfg = s.config
+    size = cfg.image_size
+    files = pipeline.list_shards(s.train_records)
+    pipeline.check_shards(files)
+    if s.val_records:
+        pipeline.check_shards(pipeline.list_shards(s.val_records))
+
+    with strategy.scope():
+        model = build_detector(cfg)
+        optimizer = _optimizer(s)
+        optimizer.build(model.trainable_variables)
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+        checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'checkpoints'),
+                                         max_to_keep=3)
+    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'best'),
+                                              max_to_keep=1)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f'resumed from {manager.latest_checkpoint} at step {int(step.numpy())}', flush=True)
+    start_step = int(step.numpy())
+    if start_step >= s.train_steps:
+        print(f'already trained to step {start_step} (--train_steps={s.train_steps})', flush=True)
+
+    points, point_strides, _ = anchor_lib.anchor_points(size, size, cfg.strides)
+
+    def dataset_fn(ctx):
+        return pipeline.build_dataset(
+            s.train_records, ctx.get_per_replica_batch_size(s.batch_size), size, True,
+            strides=cfg.strides, anchor_scale=cfg.anchor_scale,
+            shuffle_buffer=s.shuffle_buffer, seed=s.seed + start_step,
+            scale_range=s.crop_range, input_context=ctx)
+
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+
+    def step_fn(batch):
+        with tf.GradientTape() as tape:
+            raw = model(batch['image'], training=True)
+            terms = losses.detection_loss(raw, batch['targets'], points, point_strides)
+            loss = terms['loss'] / replicas
+            if scaled:
+                loss = optimizer.scale_loss(loss)
+        variables = model.trainable_variables
+        grads = tape.gradient(loss, variables)
+        optimizer.apply(grads, variables)
+        return terms
+
+    @tf.function(jit_compile=s.jit_compile)
+    def train_step(batch):
+        terms = strategy.run(step_fn, args=(batch,))
+        step.assign_add(1)
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                for k, v in terms.items()}
+
+    writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
+    val_writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'val'))
+    progress = _Progress(s.train_steps, s.batch_size)
+    metrics = {}
+    current = start_step
+    try:
+        while current < s.train_steps:
+            terms = train_step(next(iterator))
+            current = int(step.numpy())
+            progress.start(current)
+            if current % s.log_every == 0 or current == s.train_steps:
+                values = {k: float(v) for k, v in terms.items()}
+                if not np.isfinite(values['loss']):
+                    raise FloatingPointError(f'loss became {values["loss"]} at step {current}')
+                print(progress.line(current, values), flush=True)
+                with writer.as_default(step=current):
+                    for k, v in values.items():
+                        tf.summary.scalar(f'loss/{k}' if k != 'num_positive' else k, v)
+                    tf.summary.scalar('learning_rate', _learning_rate(optimizer))
+            if current % s.checkpoint_every == 0:
+                manager.save(checkpoint_number=current)
+            if s.val_records and (current % s.steps_per_epoch == 0 or current == s.train_steps):
+                metrics = validate(model, s, points, point_strides)
+                print(f'validation at step {current}: ' +
+                      ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()), flush=True)
+                with val_writer.as_default(step=current):
+                    for k, v in metrics.items():
+                        tf.summary.scalar(f'val/{k}', v)
+                _keep_best(best_manager, s.model_dir, current, metrics)
+    except KeyboardInterrupt:
+        manager.save(checkpoint_number=int(step.numpy()))
+        print(f'\ninterrupted: saved step {int(step.numpy())}; rerun the same command to resume',
+              flush=True)
+        raise
+    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f'-{current}'):
+        manager.save(checkpoint_number=current)
+    writer.flush()
+    val_writer.flush()
+    print(f'checkpoints: {manager.directory}  tensorboard --logdir={s.model_dir}', flush=True)
+    return metrics
+
+
+def _learning_rate(optimizer):
+    inner = getattr(optimizer, 'inner_optimizer', optimizer)
+    lr = inner.learning_rate
+    return float(lr.numpy() if hasattr(lr, 'numpy') else lr)
+
+
+def _keep_best(best_manager, model_dir, step, metrics):
+    """Keeps a copy of the checkpoint with the best validation AP (or loss without AP)."""
+    path = os.path.join(model_dir, 'best', 'best.json')
+    key, sign = ('ap50', 1.0) if 'ap50' in metrics else ('loss', -1.0)
+    if os.path.exists(path):
+        with open(path) as f:
+            previous = json.load(f)
+        if key in previous and sign * metrics[key] <= sign * previous[key]:
+            return
+    best_manager.save(checkpoint_number=step)
+    with open(path, 'w') as f:
+        json.dump({'step': step, **metrics}, f)
+
+
+def validate(model, s: TrainSettings, points, point_strides):
+    """Validation loss and AP@0.5 on letterboxed validation images at the training size."""
+    from evaluation import wider
+
+    size = s.config.image_size
+    ds = pipeline.build_dataset(s.val_records, s.batch_size, size, False,
+                                strides=s.config.strides, anchor_scale=s.config.anchor_scale)
+
+    @tf.function
+    def eval_step(images, targets):
+        raw = model(images, training=False)
+        terms = losses.detection_loss(raw, targets, points, point_strides)
+        dets = postprocess.detect(raw, size, size, s.config.strides, score_threshold=0.05,
+                                  max_detections=300)
+        return terms, dets
+
+    totals, batches = {}, 0
+    accumulator = wider.Accumulator(iou_threshold=0.5, min_face=s.val_min_face)
+    for batch in ds:
+        terms, dets = eval_step(batch['image'], batch['targets'])
+        for k, v in terms.items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+        batches += 1
+        for i in range(int(tf.shape(batch['image'])[0])):
+            mask = batch['face_mask'][i].numpy()
+            n = int(dets['num_detections'][i])
+            accumulator.add(
+                gt_boxes=_xywh(batch['boxes'][i].numpy()[mask], size),
+                gt_ignore=batch['ignore'][i].numpy()[mask],
+                det_boxes=_xywh(dets['boxes'][i, :n].numpy(), size),
+                det_scores=dets['scores'][i, :n].numpy())
+    metrics = {k: v / max(batches, 1) for k, v in totals.items() if k != 'num_positive'}
+    metrics['ap50'] = accumulator.result().ap
+    return metrics
+
+
+def _xywh(boxes, size):
+    return box_lib.normalized_to_xywh(boxes, size, size)
