@@ -83,7 +83,8 @@ def _report(pairing, skipped):
         for det in entries[:5]:
             print(f'warning: {det.where}: {det.image} {name}; not counted', file=sys.stderr)
         if len(entries) > 5:
-            print(f'warning: ... and {len(entries) - 5} more such entries ({name})', file=sys.stderr)
+            print(f'warning: ... and {len(entries) - 5} more such entries ({name})',
+                  file=sys.stderr)
 
 
 def main(argv):

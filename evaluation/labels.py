@@ -109,7 +109,7 @@ def load_wider_labels(path: str, skipped: List[str] = None) -> GroundTruth:
     for entry in widerface.parse_gt_file(path):
         if isinstance(entry, items.SkipItem):
             if skipped is not None:
-                skipped.append(f'{path}: {entry}')
+                skipped.append(f'{entry.reason}: {entry.detail}')
             continue
         rel_path, boxes, attrs, line_no = entry
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)

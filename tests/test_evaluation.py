@@ -176,8 +176,14 @@ class LabelsTest(tf.test.TestCase):
         path = os.path.join(self.get_temp_dir(), 'wider_face_val_bbx_gt.txt')
         with open(path, 'w') as f:
             f.write('0--Parade/a.jpg\n2\n10 10 20 20 0 0 0 0 0 0 \n5 5 3 3 2 0 0 1 0 0 \n'
-                    '1--Handshaking/b.jpg\n0\n0 0 0 0 0 0 0 0 0 0 \n')
-        gt = label_lib.load_labels(path)
+                    '1--Handshaking/b.jpg\n0\n0 0 0 0 0 0 0 0 0 0 \n'
+                    '2--Demonstration/bad.jpg\nxx\n')
+        skipped = []
+        gt = label_lib.load_labels(path, skipped)
+        self.assertNotEmpty(skipped)  # the parser's messages; it may resync more than once
+        self.assertIn('wider_face_val_bbx_gt.txt:9: bad face count for 2--Demonstration/bad.jpg',
+                      skipped[0])
+        self.assertEqual(sorted(gt), ['0--Parade/a.jpg', '1--Handshaking/b.jpg'])
         boxes, ignore = gt['0--Parade/a.jpg']
         self.assertAllClose(boxes, [FACE_A, [5, 5, 3, 3]])
         self.assertAllEqual(ignore, [False, True])
