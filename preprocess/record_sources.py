@@ -1,0 +1,277 @@
+"""What make_records.py does, as a library: sources registry, splits, negatives, manifest.
+
+``make_records(config)`` takes a ``Config`` (make_records.py fills it from flags; tests
+build one directly) and writes every requested split with ``shards.write_shards``.
+
+Sources are looked up in ``_REGISTRY`` and their modules imported only when used, so a
+missing optional dependency (or a reader not written yet) only matters to whoever asks for
+that source. Every reader yields RawItem (with ``.split`` set) or SkipItem objects.
+
+Item order, which resume relies on: sources in the order given, each reader's own order,
+then the negatives (generated, crops, folder, in the order given), all deterministic.
+"""
+
+import dataclasses
+import importlib
+import itertools
+import json
+import os
+import time
+from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
+
+from preprocess import negatives as negatives_lib
+from preprocess import shards
+from preprocess import synthetic
+from preprocess.items import SkipItem
+
+EVAL_SPLITS = ('val', 'test')
+NEGATIVE_KINDS = ('generated', 'crops', 'folder')
+_NEGATIVE_SPLITS = ('train', 'val')
+
+
+class ConfigError(Exception):
+    """Bad input (unknown source, missing folder, nothing to write): one line, names the fix."""
+
+
+@dataclasses.dataclass
+class Config:
+    """Everything make_records needs; field meanings follow make_records.py's flags."""
+    output_dir: str
+    sources: Tuple[str, ...] = ('synthetic',)
+    splits: Tuple[str, ...] = ('train', 'val')
+    num_shards: Dict[str, int] = dataclasses.field(default_factory=lambda: {'train': 4, 'val': 1, 'test': 1})
+    wider_dir: Optional[str] = None
+    celeba_dir: Optional[str] = None
+    celeba_ignore_unlabelled: bool = False
+    fddb_dir: Optional[str] = None
+    jsonl: Optional[str] = None
+    tfds_data_dir: Optional[str] = None
+    num_workers: int = 1
+    max_side: int = 1024
+    jpeg_quality: int = 90
+    seed: int = 0
+    num_images: int = 2200
+    val_fraction: float = 0.1
+    synthetic_min_side: int = 160
+    synthetic_max_side: int = 320
+    synthetic_negative_fraction: float = 0.1
+    negative_fraction: float = 0.0
+    negatives: Tuple[str, ...] = ('generated',)
+    negatives_dir: Optional[str] = None
+    strict: bool = False
+    progress: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    module: str                   # under preprocess/, imported on first use
+    path_field: Optional[str]     # the Config field (and flag) holding its input path
+    expects: str                  # what that path should be, for error messages
+    read: Callable                # (module, config, splits) -> iterable of RawItem | SkipItem
+
+
+def _synthetic(_, config: Config, splits) -> Iterator:
+    """Lazy synthetic specs: drawn in the writer's workers."""
+    num_val = int(round(config.num_images * config.val_fraction))
+    counts = {'train': config.num_images - num_val, 'val': num_val}
+    for split in splits:
+        yield from synthetic.generate_specs(
+            counts.get(split, 0), config.seed, split, config.synthetic_min_side,
+            config.synthetic_max_side, config.synthetic_negative_fraction)
+
+
+_REGISTRY = {
+    'synthetic': _Source('synthetic', None, '', _synthetic),
+    'wider': _Source('widerface', 'wider_dir', 'the folder holding WIDER_train/ and wider_face_split/',
+                     lambda m, c, s: m.read_items(c.wider_dir, splits=tuple(x for x in s if x in ('train', 'val')))),
+    'celeba': _Source('celeba', 'celeba_dir', 'the CelebA folder (img_celeba/, Anno/)',
+                      lambda m, c, s: m.read_items(c.celeba_dir, aligned=False,
+                                                   ignore_unlabelled=c.celeba_ignore_unlabelled)),
+    'celeba_aligned': _Source('celeba', 'celeba_dir', 'the CelebA folder (img_align_celeba/, Anno/)',
+                              lambda m, c, s: m.read_items(c.celeba_dir, aligned=True,
+                                                           ignore_unlabelled=c.celeba_ignore_unlabelled)),
+    'celeba_tfds': _Source('tfds_celeba', 'tfds_data_dir', 'a TFDS data dir holding celeb_a',
+                           lambda m, c, s: m.read_items(c.tfds_data_dir)),
+    'fddb': _Source('fddb', 'fddb_dir', 'the FDDB folder (originalPics/, FDDB-folds/)',
+                    lambda m, c, s: m.read_items(c.fddb_dir)),
+    'jsonl': _Source('jsonl_source', 'jsonl', 'a labels.jsonl manifest file',
+                     lambda m, c, s: m.read_items(c.jsonl)),
+}
+SOURCE_NAMES = tuple(_REGISTRY)
+_FLAG_OF = {'wider_dir': '--wider_dir', 'celeba_dir': '--celeba_dir', 'fddb_dir': '--fddb_dir',
+            'jsonl': '--jsonl', 'tfds_data_dir': '--tfds_data_dir'}
+
+
+def _check(config: Config):
+    """Raises ConfigError for anything that would fail later, before any work."""
+    if not config.output_dir:
+        raise ConfigError('--output_dir is required (e.g. --output_dir=out/records/synthetic)')
+    if not config.sources:
+        raise ConfigError(f'--source is empty; choose from {", ".join(SOURCE_NAMES)}')
+    for name in config.sources:
+        if name not in _REGISTRY:
+            raise ConfigError(f'unknown source {name!r} in --source; choose from {", ".join(SOURCE_NAMES)}')
+        spec = _REGISTRY[name]
+        if spec.path_field:
+            path, flag = getattr(config, spec.path_field), _FLAG_OF[spec.path_field]
+            if not path:
+                raise ConfigError(f'--source={name} needs {flag}=<{spec.expects}>')
+            if not os.path.exists(path):
+                raise ConfigError(f'{flag}={path} does not exist; point it at {spec.expects}')
+    bad = [s for s in config.splits if s not in config.num_shards]
+    if bad or not config.splits:
+        raise ConfigError(f'--splits={",".join(config.splits)}: choose from {", ".join(config.num_shards)}')
+    if not 0.0 <= config.negative_fraction < 1.0:
+        raise ConfigError(f'--negative_fraction={config.negative_fraction} must be in [0, 1)')
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise ConfigError(f'--val_fraction={config.val_fraction} must be in [0, 1)')
+    if config.negative_fraction > 0:
+        for kind in config.negatives:
+            if kind not in NEGATIVE_KINDS:
+                raise ConfigError(f'unknown kind {kind!r} in --negatives; choose from {", ".join(NEGATIVE_KINDS)}')
+        if not config.negatives:
+            raise ConfigError('--negative_fraction > 0 needs --negatives=generated,crops,folder (one or more)')
+        if 'folder' in config.negatives:
+            if not config.negatives_dir:
+                raise ConfigError('--negatives=folder needs --negatives_dir=<a folder of face-free photos>')
+            if not os.path.isdir(config.negatives_dir):
+                raise ConfigError(f'--negatives_dir={config.negatives_dir} is not a folder')
+    if config.synthetic_min_side > config.synthetic_max_side or config.synthetic_min_side < 8:
+        raise ConfigError('--synthetic_min_side must be >= 8 and <= --synthetic_max_side')
+
+
+def _module(name: str):
+    spec = _REGISTRY[name]
+    try:
+        return importlib.import_module(f'preprocess.{spec.module}')
+    except ModuleNotFoundError as e:
+        if e.name != f'preprocess.{spec.module}':
+            raise ConfigError(f'--source={name} needs the Python package {e.name!r}: pip install it') from None
+        raise ConfigError(f'--source={name} needs preprocess/{spec.module}.py, which this checkout '
+                          f'does not have yet; use another source') from None
+
+
+def _positives(config: Config, splits) -> Iterator:
+    """All sources' items (RawItem, lazy items and SkipItems), in a fixed order."""
+    for name in config.sources:
+        yield from _REGISTRY[name].read(_module(name), config, splits)
+
+
+def _scan(config: Config) -> Tuple[Dict[str, int], int]:
+    """One pass over the annotations: positives per split; fails on train/eval id overlap."""
+    counts: Dict[str, int] = {}
+    seen: Dict[int, str] = {}  # hash of source id -> split (ids only: small per item)
+    reader_skips = 0
+    for item in _positives(config, config.splits):
+        if isinstance(item, SkipItem):
+            reader_skips += 1
+            continue
+        counts[item.split] = counts.get(item.split, 0) + 1
+        key = hash(item.source_id)
+        other = seen.setdefault(key, item.split)
+        if other != item.split and 'train' in (other, item.split):
+            raise ConfigError(f'{item.source_id} is in both {other} and {item.split}: an evaluation '
+                              'image must never be trained on; fix the reader\'s split rule')
+    return counts, reader_skips
+
+
+def _num_negatives(config: Config, split: str, num_positives: int) -> int:
+    """Negatives to add so that they make ``negative_fraction`` of the split's output."""
+    if config.negative_fraction <= 0 or split not in _NEGATIVE_SPLITS:
+        return 0
+    f = config.negative_fraction
+    return int(round(num_positives * f / (1.0 - f)))
+
+
+def _negatives(config: Config, split: str, num_positives: int) -> Iterable:
+    """The face-free items of one split: ``negative_fraction`` of its output."""
+    total = _num_negatives(config, split, num_positives)
+    if not total:
+        return ()
+    kinds = list(config.negatives)
+    quota = {k: total // len(kinds) + (i < total % len(kinds)) for i, k in enumerate(kinds)}
+    streams = []
+    for kind in kinds:
+        q = quota[kind]
+        if not q:
+            continue
+        if kind == 'generated':
+            streams.append(negatives_lib.generated_negative_specs(
+                q, config.seed, split, config.synthetic_min_side, config.synthetic_max_side))
+        elif kind == 'crops':
+            positives = (i for i in _positives(config, (split,))
+                         if not isinstance(i, SkipItem) and i.split == split)
+            per_image = q / max(num_positives, 1)
+            streams.append(itertools.islice(
+                negatives_lib.crops_away_from_faces(positives, per_image, config.seed), q))
+        else:
+            rule = negatives_lib.hash_split(config.val_fraction)
+            # The folder's own bad lines are reported with train only (val reads them again).
+            folder = (i for i in negatives_lib.folder_negatives(config.negatives_dir, rule)
+                      if (split == 'train' if isinstance(i, SkipItem) else i.split == split))
+            streams.append(itertools.islice(folder, q))
+    return itertools.chain(*streams)
+
+
+def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
+    """Writes the shards of every requested split and ``manifest.json``; returns the manifest.
+
+    Raises:
+      ConfigError: bad input, before anything is written.
+      shards.StrictError: in strict mode, at the first skipped item.
+    """
+    start = time.time()
+    _check(config)
+    for name in config.sources:
+        _module(name)  # fail early if a reader is missing
+    counts, _ = _scan(config)
+    if not any(counts.get(s, 0) for s in config.splits):
+        raise ConfigError(f'nothing to write: sources {",".join(config.sources)} have no item in '
+                          f'splits {",".join(config.splits)} (check the paths and --splits)')
+
+    split_stats = {}
+    for n, split in enumerate(config.splits):
+        def make_items(split=split, first=(n == 0)):
+            # Reader SkipItems have no split: they are counted with the first split only.
+            positives = (i for i in _positives(config, (split,))
+                         if (first if isinstance(i, SkipItem) else i.split == split))
+            return itertools.chain(positives, _negatives(config, split, counts.get(split, 0)))
+
+        split_stats[split] = shards.write_shards(
+            make_items, config.output_dir, split, config.num_shards[split],
+            num_workers=config.num_workers, max_side=config.max_side,
+            jpeg_quality=config.jpeg_quality, strict=config.strict, progress=config.progress,
+            expected_items=counts.get(split, 0) + _num_negatives(config, split, counts.get(split, 0)))
+    manifest = _manifest(config, split_stats, time.time() - start, flag_values)
+    path = os.path.join(config.output_dir, 'manifest.json')
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(manifest, f, indent=1, sort_keys=False, default=str)
+    os.replace(path + '.tmp', path)
+    return manifest
+
+
+def _manifest(config: Config, split_stats: Dict[str, shards.WriteStats], seconds: float,
+              flag_values: Optional[dict]) -> dict:
+    total = shards.WriteStats()
+    for stats in split_stats.values():
+        total.merge(dataclasses.replace(stats, problems=list(stats.problems)))
+    return {
+        'output_dir': config.output_dir,
+        'created': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+        'seconds': round(seconds, 2),
+        'images': total.images,
+        'faces': total.faces,
+        'ignored_faces': total.ignored_faces,
+        'by_source': total.by_source,
+        'skipped': total.skipped,
+        'dropped_boxes': total.dropped,
+        'problems': total.problems,
+        'splits': {split: {
+            'images': s.images, 'faces': s.faces, 'ignored_faces': s.ignored_faces,
+            'by_source': s.by_source, 'skipped': s.skipped, 'dropped_boxes': s.dropped,
+            'shards': [os.path.basename(p) for p in s.shards],
+            'reused_shards': [os.path.basename(p) for p in s.reused_shards],
+        } for split, s in split_stats.items()},
+        'config': dataclasses.asdict(config),
+        'flags': flag_values or {},
+    }
