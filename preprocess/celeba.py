@@ -116,11 +116,11 @@ def _partition(path: str) -> Iterator[Union[Tuple[str, str, str], SkipItem]]:
             yield tokens[0], PARTITION_SPLITS[tokens[1]], f'{path}:{line_no}'
 
 
-def _lookup(table: _Table, name: str, path: str):
+def _lookup(table: _Table, name: str, path: str, origin: str):
     """(values, origin) or a SkipItem for an image absent from / malformed in ``table``."""
     entry = table.get(name)
     if entry is None:
-        return SkipItem(_MALFORMED, f'{path}: no row for {name}')
+        return SkipItem(_MALFORMED, f'{origin}: image has no row in {path}: {name!r}')
     return entry
 
 
@@ -155,7 +155,7 @@ def read_items(root: str, aligned: bool = False, ignore_unlabelled: bool = False
             yield entry
             continue
         name, split, origin = entry
-        lm = _lookup(landmarks, name, lm_path)
+        lm = _lookup(landmarks, name, lm_path, origin)
         if isinstance(lm, SkipItem):
             yield lm
             continue
@@ -163,7 +163,7 @@ def read_items(root: str, aligned: bool = False, ignore_unlabelled: bool = False
         if aligned:
             box, origin = box_from_landmarks(points), lm[1]
         else:
-            row = _lookup(boxes, name, box_path)
+            row = _lookup(boxes, name, box_path, origin)
             if isinstance(row, SkipItem):
                 yield row
                 continue

@@ -20,8 +20,8 @@ Rules:
   * Malformed blocks come out as SkipItem('malformed_annotation', ...) (see
     preprocess/counted_blocks.py); missing or corrupt image files are left to encode_item.
   * A requested split whose gt file is absent is skipped with a logged warning naming the
-    file (WIDER's test split never has one); if no requested split has one,
-    FileNotFoundError.
+    file (WIDER's test split never has one); if splits are requested and none has one,
+    FileNotFoundError (a wrong root fails loudly). ``splits=()`` yields nothing.
 """
 
 import os
@@ -78,7 +78,7 @@ def read_items(root: str, splits: Sequence[str] = ('train', 'val')
         if s not in present:
             logging.warning('WIDER FACE: skipping split %r: no ground-truth file %s', s,
                             gt_path(root, s))
-    if not present:
+    if splits and not present:
         raise FileNotFoundError(
             f'WIDER FACE: none of the splits {tuple(splits)} has a gt file under '
             f'{os.path.join(root, "wider_face_split")}')

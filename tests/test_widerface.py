@@ -169,6 +169,7 @@ class ReadItemsTest(tf.test.TestCase):
         self.assertLen(raw, 12)
         with self.assertRaisesRegex(FileNotFoundError, 'wider_face_split'):
             list(widerface.read_items(root, splits=('val',)))
+        self.assertEqual(list(widerface.read_items(root, splits=())), [])
 
     def test_deterministic(self):
         first = [e.source_id for e in widerface.read_items(self.root)
