@@ -261,11 +261,11 @@ def validate(model, s: TrainSettings, points, point_strides):
         for i in range(int(tf.shape(batch['image'])[0])):
             mask = batch['face_mask'][i].numpy()
             n = int(dets['num_detections'][i])
-            accumulator.add(
+            accumulator.add_image(
                 gt_boxes=_xywh(batch['boxes'][i].numpy()[mask], size),
-                gt_ignore=batch['ignore'][i].numpy()[mask],
                 det_boxes=_xywh(dets['boxes'][i, :n].numpy(), size),
-                det_scores=dets['scores'][i, :n].numpy())
+                det_scores=dets['scores'][i, :n].numpy(),
+                gt_ignore=batch['ignore'][i].numpy()[mask])
     metrics = {k: v / max(batches, 1) for k, v in totals.items() if k != 'num_positive'}
     metrics['ap50'] = accumulator.result().ap
     return metrics

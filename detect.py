@@ -1,0 +1,132 @@
+"""Finds faces in your photos with an exported SavedModel.
+
+Usage:
+  python detect.py --model=out/quickstart/saved_model --input=photo.jpg --output=out/detect
+  python detect.py --input=photos/ --output=out/detect --score_threshold=0.6
+
+Writes <output>/detections.jsonl, one line per image:
+  {"image": "<path as given>", "width": W, "height": H,
+   "boxes": [[x, y, w, h], ...], "scores": [...], "landmarks": [[x0, y0, ..., x4, y4], ...]}
+(pixels of the image as displayed, EXIF rotation applied), and an annotated PNG per image
+(--max_pngs caps how many). Without --model, the pretrained default model is used when the
+project ships one (models/facedet_default). Unreadable images are reported and skipped.
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app, flags, logging  # noqa: E402
+
+DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models',
+                             'facedet_default')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+_MODEL = flags.DEFINE_string('model', None, 'Exported SavedModel dir (default: the pretrained '
+                             'model in models/facedet_default).')
+_INPUT = flags.DEFINE_string('input', None, 'An image file or a folder of images (recursive).')
+_OUTPUT = flags.DEFINE_string('output', 'out/detect', 'Where detections.jsonl and PNGs go.')
+_SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.5, 'Keep faces scoring at least this.')
+_MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
+
+flags.mark_flag_as_required('input')
+
+
+def list_images(path):
+    """An image file, or every image under a folder (sorted); raises FileNotFoundError."""
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f'--input={path}: no such file or folder')
+    found = []
+    for root, _, files in os.walk(path):
+        found.extend(os.path.join(root, f) for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not found:
+        raise FileNotFoundError(f'--input={path}: no images ({", ".join(IMAGE_EXTENSIONS)}) in it')
+    return sorted(found)
+
+
+def detections_for(signature, pixels, score_threshold):
+    """Runs the detect_image signature on one RGB uint8 image; returns the JSONL fields."""
+    import numpy as np
+    import tensorflow as tf
+    out = signature(images=tf.constant(pixels[None], tf.float32))
+    n = int(out['num_detections'][0])
+    scores = out['scores'][0, :n].numpy()
+    keep = scores >= score_threshold
+    boxes = out['boxes'][0, :n].numpy()[keep]
+    landmarks = out['landmarks'][0, :n].numpy()[keep]
+    return {
+        'width': int(pixels.shape[1]), 'height': int(pixels.shape[0]),
+        'boxes': np.round(boxes, 2).tolist(), 'scores': np.round(scores[keep], 4).tolist(),
+        'landmarks': np.round(landmarks, 2).tolist(),
+    }
+
+
+def draw(pixels, result, path):
+    """Writes an annotated PNG: a box, the score and 5 landmark dots per face."""
+    from PIL import Image, ImageDraw
+    image = Image.fromarray(pixels)
+    pen = ImageDraw.Draw(image)
+    width = max(1, round(max(image.size) / 300))
+    for (x, y, w, h), score, lm in zip(result['boxes'], result['scores'], result['landmarks']):
+        pen.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=width)
+        pen.text((x + 2, max(0, y - 11)), f'{score:.2f}', fill=(0, 255, 0))
+        for i, colour in enumerate([(255, 0, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255),
+                                    (0, 255, 255)]):
+            px, py = lm[2 * i], lm[2 * i + 1]
+            pen.ellipse([px - width, py - width, px + width, py + width], fill=colour)
+    image.save(path)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    model_dir = _MODEL.value or DEFAULT_MODEL
+    try:
+        images = list_images(_INPUT.value)
+        if not os.path.exists(os.path.join(model_dir, 'saved_model.pb')):
+            raise FileNotFoundError(
+                f'{model_dir} is not a SavedModel; export one with export.py and pass --model')
+    except FileNotFoundError as e:
+        sys.exit(f'detect.py: error: {e}')
+
+    import tensorflow as tf
+    from preprocess.items import SkipItem, load_rgb
+    signature = tf.saved_model.load(model_dir).signatures['detect_image']
+    os.makedirs(_OUTPUT.value, exist_ok=True)
+    jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')
+    faces = skipped = pngs = 0
+    base = _INPUT.value if os.path.isdir(_INPUT.value) else os.path.dirname(_INPUT.value)
+    start = time.time()
+    with open(jsonl_path, 'w') as out:
+        for i, path in enumerate(images):
+            try:
+                pixels = load_rgb(path)
+            except SkipItem as e:
+                print(f'skipped {e.detail}', file=sys.stderr)
+                skipped += 1
+                continue
+            result = {'image': path, **detections_for(signature, pixels, _SCORE_THRESHOLD.value)}
+            out.write(json.dumps(result) + '\n')
+            faces += len(result['boxes'])
+            if pngs < _MAX_PNGS.value:
+                name = os.path.splitext(os.path.relpath(path, base))[0]
+                png = os.path.join(_OUTPUT.value, name.replace(os.sep, '__') + '.png')
+                draw(pixels, result, png)
+                pngs += 1
+            if (i + 1) % 50 == 0:
+                rate = (i + 1) / (time.time() - start)
+                print(f'{i + 1}/{len(images)} images, {rate:.1f} images/s', file=sys.stderr)
+    print(f'{len(images) - skipped} images, {faces} faces at score >= {_SCORE_THRESHOLD.value}'
+          f'{f", {skipped} unreadable images skipped" if skipped else ""}')
+    print(f'detections: {jsonl_path}')
+    print(f'annotated PNGs: {pngs} in {_OUTPUT.value}')
+
+
+if __name__ == '__main__':
+    app.run(main)

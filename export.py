@@ -1,0 +1,105 @@
+"""Exports a trained detector as a SavedModel with decoding and NMS inside the graph.
+
+Usage:
+  python export.py --model_dir=out/quickstart/model --export_dir=out/quickstart/saved_model
+
+Signatures:
+  serving_default(images: [B] tf.string, encoded JPEG/PNG)          # any sizes
+  detect_image(images: [B, H, W, 3] float32 RGB 0..255)              # one size per batch
+Both return boxes [B, K, 4] as [x, y, width, height] pixels of each image, scores [B, K],
+landmarks [B, K, 10] as (x, y) pixel pairs and num_detections [B].
+
+The network's shape comes from <model_dir>/model_config.json, written by train.py, so an
+export cannot disagree with its training run. --checkpoint=best takes the checkpoint with
+the best validation AP, latest the last one, or give a checkpoint path.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from absl import app, flags, logging  # noqa: E402
+
+_MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Training directory (train.py --model_dir).')
+_EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', 'best',
+                                  "'best', 'latest', or a checkpoint path prefix.")
+_MAX_SIDE = flags.DEFINE_integer('max_side', 640, 'Longer images are downscaled to this side.')
+_SCORE_THRESHOLD = flags.DEFINE_float(
+    'score_threshold', 0.05, 'Lowest score kept by the in-graph NMS (callers filter higher; '
+    'keep it low so average precision can be measured).')
+_IOU_THRESHOLD = flags.DEFINE_float('iou_threshold', 0.4, 'NMS IoU threshold.')
+_MAX_DETECTIONS = flags.DEFINE_integer('max_detections', 300, 'Detections per image (padded).')
+
+flags.mark_flags_as_required(['model_dir', 'export_dir'])
+
+
+def find_checkpoint(model_dir, which='best'):
+    """Resolves 'best' (falls back to latest), 'latest' or a path to a checkpoint prefix."""
+    import tensorflow as tf
+    if which not in ('best', 'latest'):
+        if not tf.io.gfile.exists(which + '.index'):
+            raise FileNotFoundError(f'no checkpoint at {which}')
+        return which
+    path = None
+    if which == 'best':
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, 'best'))
+    path = path or tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+    if not path:
+        raise FileNotFoundError(f'no checkpoint in {model_dir}: train first with train.py '
+                                f'--model_dir={model_dir}')
+    return path
+
+
+def load_trained(model_dir, which='best'):
+    """Rebuilds the network from model_config.json and restores its weights."""
+    import tensorflow as tf
+    from model.detector import DetectorConfig, build_detector
+    config_path = os.path.join(model_dir, 'model_config.json')
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f'{config_path} is missing: is {model_dir} a train.py '
+                                '--model_dir?')
+    with open(config_path) as f:
+        config = DetectorConfig.from_json(f.read())
+    model = build_detector(config)
+    path = find_checkpoint(model_dir, which)
+    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    return model, config, path
+
+
+def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_threshold=0.4,
+           max_detections=300):
+    """Writes the SavedModel; returns the serving.Detector used for its signatures."""
+    import keras
+    import tensorflow as tf
+    from model.serving import Detector
+    detector = Detector(model, config.strides, max_side=max_side, score_threshold=score_threshold,
+                        iou_threshold=iou_threshold, max_detections=max_detections)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint('serving_default', detector.detect_encoded,
+                         input_signature=[tf.TensorSpec([None], tf.string, name='images')])
+    archive.add_endpoint('detect_image', detector.detect_images,
+                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
+                                                        name='images')])
+    archive.write_out(export_dir, verbose=False)
+    return detector
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    try:
+        model, config, path = load_trained(_MODEL_DIR.value, _CHECKPOINT.value)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'export.py: error: {e}')
+    export(model, config, _EXPORT_DIR.value, max_side=_MAX_SIDE.value,
+           score_threshold=_SCORE_THRESHOLD.value, iou_threshold=_IOU_THRESHOLD.value,
+           max_detections=_MAX_DETECTIONS.value)
+    print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image)')
+
+
+if __name__ == '__main__':
+    app.run(main)

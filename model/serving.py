@@ -1,0 +1,99 @@
+"""The functions behind the exported signatures: images in, faces out, NMS in the graph.
+
+Both signatures return, per image, ``boxes`` [B, K, 4] as [x, y, width, height] in pixels of
+that image, ``scores`` [B, K], ``landmarks`` [B, K, 10] as (x, y) pixel pairs, and
+``num_detections`` [B]; rows past num_detections are zero. Images whose long side exceeds
+``max_side`` are downscaled for the network and the boxes scaled back.
+"""
+
+import tensorflow as tf
+
+from data.augment import PAD_VALUE
+from model import postprocess
+
+_MULTIPLE = 32  # the network's largest stride
+
+
+class Detector:
+    """Wraps a trained Keras detector with preprocessing, decoding and NMS.
+
+    A plain class on purpose: keras.export.ExportArchive tracks the Keras model itself (a
+    Keras model held in a plain tf.Module is known to convert to a TFLite file that outputs
+    NaN), and these methods become its endpoints.
+    """
+
+    def __init__(self, model, strides, max_side=640, score_threshold=0.05, iou_threshold=0.4,
+                 max_detections=300):
+        self._model = model
+        self._strides = tuple(strides)
+        self._max_side = max_side
+        self._nms = dict(score_threshold=score_threshold, iou_threshold=iou_threshold,
+                         max_detections=max_detections)
+
+    def _fit_size(self, height, width):
+        """Size the network sees: downscaled so the long side is at most max_side."""
+        h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        scale = tf.minimum(1.0, self._max_side / tf.maximum(h, w))
+        new_h = tf.maximum(1, tf.cast(tf.round(h * scale), tf.int32))
+        new_w = tf.maximum(1, tf.cast(tf.round(w * scale), tf.int32))
+        return new_h, new_w
+
+    def detect_images(self, images):
+        """images: [B, H, W, 3] float32 0..255, one size for the batch."""
+        shape = tf.shape(images)
+        new_h, new_w = self._fit_size(shape[1], shape[2])
+        resized = tf.image.resize(tf.cast(images, tf.float32), [new_h, new_w])
+        batch = shape[0]
+        sizes = tf.tile([[shape[1], shape[2]]], [batch, 1])
+        fitted = tf.tile([[new_h, new_w]], [batch, 1])
+        return self._run(resized, sizes, fitted)
+
+    def detect_encoded(self, encoded):
+        """encoded: [B] tf.string JPEG/PNG/BMP/GIF bytes; images may differ in size."""
+        def one(data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            image.set_shape([None, None, 3])
+            h, w = tf.shape(image)[0], tf.shape(image)[1]
+            new_h, new_w = self._fit_size(h, w)
+            resized = tf.image.resize(tf.cast(image, tf.float32), [new_h, new_w])
+            canvas = tf.image.pad_to_bounding_box(resized - PAD_VALUE, 0, 0, self._max_side,
+                                                  self._max_side) + PAD_VALUE
+            return canvas, tf.stack([h, w]), tf.stack([new_h, new_w])
+
+        canvas, sizes, fitted = tf.map_fn(
+            one, encoded, fn_output_signature=(tf.TensorSpec([None, None, 3], tf.float32),
+                                               tf.TensorSpec([2], tf.int32),
+                                               tf.TensorSpec([2], tf.int32)))
+        # Crop the shared canvas to the largest image of the batch (a single 640x480 photo
+        # runs at 640x480, not at max_side squared).
+        max_hw = tf.reduce_max(fitted, axis=0)
+        canvas = canvas[:, :max_hw[0], :max_hw[1], :]
+        return self._run(canvas, sizes, fitted)
+
+    def _run(self, images, sizes, fitted):
+        """images: [B, h, w, 3] holding each image's fitted content at the top-left."""
+        shape = tf.shape(images)
+        pad_h = (shape[1] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
+        pad_w = (shape[2] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
+        padded = tf.image.pad_to_bounding_box(images - PAD_VALUE, 0, 0, pad_h, pad_w) + PAD_VALUE
+        raw = self._model(padded, training=False)
+        dets = postprocess.detect(raw, pad_h, pad_w, self._strides, **self._nms)
+
+        # Normalized (of the padded canvas) -> pixels of each original image.
+        sizes_f = tf.cast(sizes, tf.float32)
+        scale = tf.cast(fitted, tf.float32) / sizes_f                       # [B, 2] (y, x)
+        canvas_hw = tf.cast(tf.stack([pad_h, pad_w]), tf.float32)
+        to_px = canvas_hw[None, :] / scale                                    # [B, 2]
+        yxyx = dets['boxes'] * tf.tile(to_px, [1, 2])[:, None, :]
+        ymin = tf.clip_by_value(yxyx[..., 0], 0.0, sizes_f[:, 0:1])
+        xmin = tf.clip_by_value(yxyx[..., 1], 0.0, sizes_f[:, 1:2])
+        ymax = tf.clip_by_value(yxyx[..., 2], 0.0, sizes_f[:, 0:1])
+        xmax = tf.clip_by_value(yxyx[..., 3], 0.0, sizes_f[:, 1:2])
+        boxes = tf.stack([xmin, ymin, xmax - xmin, ymax - ymin], axis=-1)
+        points = tf.reshape(dets['landmarks'], [tf.shape(yxyx)[0], -1, 5, 2]) * to_px[:, None, None]
+        landmarks = tf.reshape(tf.reverse(points, axis=[-1]), [tf.shape(yxyx)[0], -1, 10])
+        valid = tf.cast(tf.range(tf.shape(boxes)[1])[None, :] < dets['num_detections'][:, None],
+                        tf.float32)
+        return {'boxes': boxes * valid[..., None], 'scores': dets['scores'],
+                'landmarks': landmarks * valid[..., None],
+                'num_detections': dets['num_detections']}
