@@ -29,10 +29,11 @@ Rules:
     background. ``ignore_unlabelled=True`` adds, after the labelled face, one ignore box
     covering the whole image (written as [0, 0, WHOLE_IMAGE, WHOLE_IMAGE] pixels and
     clipped to the image by items.encode_item's rules). Meaning: nothing in this image
-    may be learned as background; only the labelled face is a positive. That takes
-    effect where the target assigner ignores anchors mostly inside an ignore box
-    (intersection over the anchor's area); with a plain IoU test a whole-image box
-    ignores only the largest anchors.
+    is learned as background; only the labelled face gives positives. With
+    model/targets.py (points whose centre lies inside an ignored face get zero
+    classification weight) that is exactly what happens; an IoU-based ignore test would
+    instead ignore only the largest anchors. In evaluation the same box makes every
+    unmatched detection "ignored", so such a split measures recall only.
   * Malformed rows (wrong number of fields, non-numeric) and images listed in the
     partition but missing from a table come out as SkipItem('malformed_annotation', ...),
     one per image; a missing table file raises FileNotFoundError.
