@@ -74,5 +74,24 @@ class ExampleToItemTest(tf.test.TestCase):
         self.assertEqual(item.split, 'val')
 
 
+
+class IterateTest(tf.test.TestCase):
+
+    def test_iterate_with_mocked_tfds(self):
+        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+        with tfds.testing.mock_data(num_examples=2, policy=tfds.testing.MockPolicy.USE_CODE):
+            builder = tfds.builder('celeb_a', data_dir=self.get_temp_dir())
+            out = list(tfds_celeba._iterate(builder, tfds))  # pylint: disable=protected-access
+        self.assertEqual([o.source_id for o in out], [
+            'tfds_celeb_a/train/000000', 'tfds_celeb_a/train/000001',
+            'tfds_celeb_a/val/000000', 'tfds_celeb_a/val/000001',
+            'tfds_celeb_a/test/000000', 'tfds_celeb_a/test/000001'])
+        self.assertEqual([o.split for o in out], ['train'] * 2 + ['val'] * 2 + ['test'] * 2)
+        for o in out:
+            self.assertEqual(o.pixels.shape, (218, 178, 3))
+            self.assertEqual(o.boxes_xywh.shape, (1, 4))
+            self.assertEqual(o.landmarks_xy.shape, (1, 5, 2))
+
+
 if __name__ == '__main__':
     tf.test.main()
