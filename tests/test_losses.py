@@ -1,0 +1,49 @@
+"""The loss: finite on images without faces, lower for a good prediction than a bad one."""
+
+import numpy as np
+import tensorflow as tf
+
+from data import boxes as box_lib
+from model import anchors
+from model import losses
+from model import targets as target_lib
+from tests.test_postprocess import _raw_with_faces
+
+
+def _targets(faces):
+    points, strides, sizes = anchors.anchor_points(64, 64)
+    m = len(faces)
+    t = target_lib.assign(points, strides, sizes, tf.constant(faces, tf.float32, [m, 4]),
+                          tf.zeros([m], tf.bool), tf.zeros([m, 10]), tf.zeros([m], tf.bool))
+    return {k: v[None] for k, v in t.items()}, points, strides
+
+
+class LossesTest(tf.test.TestCase):
+
+    def test_all_background_is_finite(self):
+        t, points, strides = _targets(np.zeros([0, 4]))
+        raw = tf.random.normal([1, points.shape[0], 15])
+        out = losses.detection_loss(raw, t, points, strides)
+        for k, v in out.items():
+            self.assertTrue(np.isfinite(v.numpy()), k)
+        self.assertEqual(float(out['box']), 0.0)
+        self.assertEqual(float(out['num_positive']), 0.0)
+
+    def test_good_prediction_beats_bad_one(self):
+        face = [[16.0, 16.0, 48.0, 48.0]]
+        t, points, strides = _targets(face)
+        good = _raw_with_faces(face).numpy()
+        positive = t['positive'][0].numpy()
+        # Every positive point predicts the face exactly, with a high score.
+        d = box_lib.encode_distances(points, tf.constant(face[0]), strides).numpy()
+        good[0, positive, 1:5] = np.log(np.expm1(np.maximum(d[positive], 1e-3)))
+        good[0, positive, 0] = 4.0
+        bad = np.zeros_like(good)
+        good_loss = losses.detection_loss(tf.constant(good), t, points, strides)
+        bad_loss = losses.detection_loss(tf.constant(bad), t, points, strides)
+        self.assertLess(float(good_loss['box']), 1e-3)
+        self.assertLess(float(good_loss['loss']), float(bad_loss['loss']))
+
+
+if __name__ == '__main__':
+    tf.test.main()
