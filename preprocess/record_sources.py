@@ -67,7 +67,8 @@ class _Source:
     module: str                   # under preprocess/, imported on first use
     path_field: Optional[str]     # the Config field (and flag) holding its input path
     expects: str                  # what that path should be, for error messages
-    read: Callable                # (module, config, splits) -> iterable of RawItem | SkipItem
+    read: Callable                # (module, config, splits) -> RawItem | SkipItem iterable; may
+                                  # hold items of other splits too (callers filter by split)
 
 
 def _synthetic(_, config: Config, splits) -> Iterator:
@@ -83,7 +84,9 @@ def _synthetic(_, config: Config, splits) -> Iterator:
 _REGISTRY = {
     'synthetic': _Source('synthetic', None, '', _synthetic),
     'wider': _Source('widerface', 'wider_dir', 'the folder holding WIDER_train/ and wider_face_split/',
-                     lambda m, c, s: m.read_items(c.wider_dir, splits=tuple(x for x in s if x in ('train', 'val')))),
+                     # All requested splits every time (the caller filters): the reader fails when none of
+                     # the splits it is given has a gt file, e.g. 'val' alone on a train-only copy.
+                     lambda m, c, s: m.read_items(c.wider_dir, splits=tuple(x for x in c.splits if x in ('train', 'val')))),
     'celeba': _Source('celeba', 'celeba_dir', 'the CelebA folder (img_celeba/, Anno/)',
                       lambda m, c, s: m.read_items(c.celeba_dir, aligned=False,
                                                    ignore_unlabelled=c.celeba_ignore_unlabelled)),
@@ -95,7 +98,7 @@ _REGISTRY = {
     'fddb': _Source('fddb', 'fddb_dir', 'the FDDB folder (originalPics/, FDDB-folds/)',
                     lambda m, c, s: m.read_items(c.fddb_dir)),
     'jsonl': _Source('jsonl_source', 'jsonl', 'a labels.jsonl manifest file',
-                     lambda m, c, s: m.read_items(c.jsonl)),
+                     lambda m, c, s: m.read_items(c.jsonl, val_fraction=c.val_fraction)),
 }
 SOURCE_NAMES = tuple(_REGISTRY)
 _FLAG_OF = {'wider_dir': '--wider_dir', 'celeba_dir': '--celeba_dir', 'fddb_dir': '--fddb_dir',
@@ -224,7 +227,10 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     _check(config)
     for name in config.sources:
         _module(name)  # fail early if a reader is missing
-    counts, _ = _scan(config)
+    try:
+        counts, _ = _scan(config)
+    except FileNotFoundError as e:  # readers raise it for a layout they cannot find
+        raise ConfigError(' '.join(str(e).split())) from None
     if not any(counts.get(s, 0) for s in config.splits):
         raise ConfigError(f'nothing to write: sources {",".join(config.sources)} have no item in '
                           f'splits {",".join(config.splits)} (check the paths and --splits)')

@@ -41,6 +41,8 @@ from preprocess import items as items_lib
 from preprocess.items import SkipItem
 
 MAX_PROBLEMS = 20
+# Skip reasons that say nothing about the input's quality; strict mode only counts them.
+SOFT_REASONS = frozenset({'no_face_free_crop'})
 PROGRESS_EVERY_S = 2.0
 STATS_DIR = '.stats'
 _END = '__end_of_shard__'  # job marker after a shard's last item (a str: survives pickling)
@@ -208,7 +210,8 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
       num_workers: encoding processes; <= 1 encodes in this process.
       max_side: downscale images larger than this on their long side (0: never).
       jpeg_quality: JPEG quality of the written images.
-      strict: raise StrictError at the first skipped item instead of counting it.
+      strict: raise StrictError at the first skipped item instead of counting it
+        (SOFT_REASONS excepted).
       max_in_flight: items between reader and writer at once (default 8 per worker).
       progress: print a progress line to stderr every ~2 s.
       expected_items: the split's item count if known (for the ETA before the first pass ends).
@@ -288,7 +291,7 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
             kind, shard = result[0], result[1]
             if kind == 'skip':
                 _, _, source_id, reason, message = result
-                if strict:
+                if strict and reason not in SOFT_REASONS:
                     raise StrictError(f'{source_id or "reader"}: {reason}: {message}')
                 stats.add_skip(reason, message)
             elif kind == 'record':
