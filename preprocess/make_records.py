@@ -92,8 +92,8 @@ def _config() -> record_sources.Config:
 
 def _flag_values() -> dict:
     """The values of this program's flags, for the manifest."""
-    return {name: holder.value for name, holder in sorted(globals().items())
-            if isinstance(holder, flags.FlagHolder)} | {'argv': sys.argv}
+    holders = [h for h in globals().values() if isinstance(h, flags.FlagHolder)]
+    return {h.name: h.value for h in sorted(holders, key=lambda h: h.name)} | {'argv': sys.argv}
 
 
 def main(argv):

@@ -1,0 +1,151 @@
+"""Tests for preprocess/make_records.py and preprocess/record_sources.py (the library it runs)."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from PIL import Image
+
+from data import features
+from preprocess import record_sources
+from preprocess import shards
+
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _read_split(out_dir, split, num_shards):
+    records = []
+    for path in shards.shard_paths(out_dir, split, num_shards):
+        for s in tf.data.TFRecordDataset(path).as_numpy_iterator():
+            records.append(features.parse_example(s, decode_image=False))
+    return records
+
+
+def _jsonl(root, lines):
+    """A labels.jsonl with 48x40 images: lines are (name, boxes, split) or raw strings."""
+    os.makedirs(os.path.join(root, 'images'), exist_ok=True)
+    with open(os.path.join(root, 'labels.jsonl'), 'w') as f:
+        for k, line in enumerate(lines):
+            if isinstance(line, str):
+                f.write(line + '\n')
+                continue
+            name, boxes, split = line
+            Image.fromarray(np.full([40, 48, 3], 20 * k, np.uint8)).save(os.path.join(root, 'images', name))
+            f.write(json.dumps({'image': f'images/{name}', 'boxes': boxes, 'split': split}) + '\n')
+    return os.path.join(root, 'labels.jsonl')
+
+
+class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp(dir=self.get_temp_dir())
+        self.out = os.path.join(self.tmp, 'records')
+
+    def _config(self, **kwargs):
+        defaults = dict(output_dir=self.out, num_images=16, val_fraction=0.25, synthetic_min_side=64,
+                        synthetic_max_side=96, num_shards={'train': 2, 'val': 1, 'test': 1},
+                        num_workers=1, progress=False)
+        return record_sources.Config(**{**defaults, **kwargs})
+
+    def test_synthetic_with_negatives_manifest_matches_records(self):
+        config = self._config(negative_fraction=0.2, negatives=('generated', 'crops'))
+        manifest = record_sources.make_records(config, flag_values={'seed': 0})
+        with open(os.path.join(self.out, 'manifest.json')) as f:
+            self.assertEqual(json.load(f)['images'], manifest['images'])
+        ids = {}
+        for split, num_shards, positives in (('train', 2, 12), ('val', 1, 4)):
+            records = _read_split(self.out, split, num_shards)
+            info = manifest['splits'][split]
+            self.assertEqual(info['shards'], [os.path.basename(p) for p in shards.shard_paths(self.out, split, num_shards)])
+            self.assertLen(records, info['images'])
+            self.assertEqual(sum(len(r['boxes']) for r in records), info['faces'])
+            self.assertEqual(sum(int(np.sum(r['ignore'])) for r in records), info['ignored_faces'])
+            ids[split] = {r['source_id'].numpy().decode() for r in records}
+            by_source = info['by_source']
+            self.assertEqual(by_source['synthetic']['images'], positives)
+            negatives = sum(v['images'] for k, v in by_source.items() if k.startswith('negatives_'))
+            self.assertEqual(negatives, round(positives * 0.2 / 0.8))  # generated + crops
+            for r in records:
+                if r['source_id'].numpy().startswith(b'negatives_'):
+                    self.assertEqual(len(r['boxes']), 0)
+                else:
+                    self.assertIn(f'/{split}/'.encode(), r['source_id'].numpy())
+                self.assertAllInRange(r['boxes'].numpy(), 0.0, 1.0)
+        self.assertEmpty(ids['train'] & ids['val'])
+        self.assertEqual(manifest['images'], len(ids['train']) + len(ids['val']))
+        self.assertEqual(manifest['flags'], {'seed': 0})
+        self.assertGreater(manifest['seconds'], 0)
+
+    def test_rerun_reuses_every_shard(self):
+        first = record_sources.make_records(self._config())
+        second = record_sources.make_records(self._config())
+        self.assertEqual(second['splits']['train']['reused_shards'], first['splits']['train']['shards'])
+        self.assertEqual((second['images'], second['faces']), (first['images'], first['faces']))
+
+    def test_jsonl_problems_counted_with_file_and_line(self):
+        manifest_path = _jsonl(os.path.join(self.tmp, 'set'), [
+            ('a.png', [[4, 4, 10, 12]], 'train'), '{"image": broken', ('b.png', [[60, 60, 5, 5]], 'val'),
+            ('c.png', [], 'train')])
+        manifest = record_sources.make_records(self._config(sources=('jsonl',), jsonl=manifest_path))
+        self.assertEqual(manifest['skipped'], {'malformed_annotation': 1})
+        self.assertEqual(manifest['dropped_boxes'], {'box_outside': 1})
+        self.assertIn('labels.jsonl:2', manifest['problems'][0])
+        self.assertEqual((manifest['splits']['train']['images'], manifest['splits']['val']['images']), (2, 1))
+        with self.assertRaisesRegex(shards.StrictError, r'labels\.jsonl:2'):
+            record_sources.make_records(self._config(sources=('jsonl',), jsonl=manifest_path, strict=True,
+                                                     output_dir=os.path.join(self.tmp, 'strict')))
+
+    def test_same_image_in_train_and_val_is_refused(self):
+        manifest_path = _jsonl(os.path.join(self.tmp, 'leak'), [
+            ('a.png', [], 'train'), ('b.png', [], 'val')])
+        with open(manifest_path, 'a') as f:
+            f.write(json.dumps({'image': 'images/a.png', 'boxes': [], 'split': 'val'}) + '\n')
+        with self.assertRaisesRegex(record_sources.ConfigError, r'images/a\.png is in both train and val'):
+            record_sources.make_records(self._config(sources=('jsonl',), jsonl=manifest_path))
+
+    @parameterized.named_parameters(
+        ('unknown_source', dict(sources=('nope',)), r"unknown source 'nope'.*choose from synthetic"),
+        ('dir_not_given', dict(sources=('wider',)), r'--source=wider needs --wider_dir'),
+        ('dir_missing', dict(sources=('fddb',), fddb_dir='/no/such/dir'), r'--fddb_dir=/no/such/dir does not exist'),
+        ('bad_negative_kind', dict(negative_fraction=0.1, negatives=('faces',)), r"unknown kind 'faces'"),
+        ('folder_needs_dir', dict(negative_fraction=0.1, negatives=('folder',)), r'--negatives_dir'),
+        ('bad_split', dict(splits=('holdout',)), r'--splits=holdout'),
+        ('nothing_to_write', dict(num_images=0), r'nothing to write'),
+    )
+    def test_bad_input(self, kwargs, message):
+        with self.assertRaisesRegex(record_sources.ConfigError, message):
+            record_sources.make_records(self._config(**kwargs))
+        self.assertFalse(os.path.exists(os.path.join(self.out, 'manifest.json')))
+
+    def _run_main(self, *args):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+        return subprocess.run([sys.executable, 'preprocess/make_records.py', *args], cwd=_REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    def test_main_bad_source_one_line_no_traceback(self):
+        result = self._run_main('--source=synthetic,bogus', f'--output_dir={self.out}')
+        self.assertEqual(result.returncode, 2, result.stderr)
+        self.assertIn("error: unknown source 'bogus' in --source", result.stderr)
+        self.assertNotIn('Traceback', result.stderr)
+
+    def test_main_flagfile_writes_and_reports(self):
+        result = self._run_main('--flagfile=configs/smoke_records.flags', f'--output_dir={self.out}',
+                                '--num_workers=2', '--noprogress')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn(os.path.join(self.out, 'manifest.json'), result.stdout)
+        self.assertIn(os.path.join(self.out, 'train') + '-*-of-00002.tfrecord', result.stdout)
+        with open(os.path.join(self.out, 'manifest.json')) as f:
+            manifest = json.load(f)
+        self.assertEqual(manifest['by_source']['synthetic']['images'], 24)
+        self.assertEqual(manifest['flags']['num_workers'], 2)
+        self.assertLen(_read_split(self.out, 'val', 1), manifest['splits']['val']['images'])
+
+
+if __name__ == '__main__':
+    tf.test.main()
