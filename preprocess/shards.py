@@ -212,7 +212,7 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
       jpeg_quality: JPEG quality of the written images.
       strict: raise StrictError at the first skipped item instead of counting it
         (SOFT_REASONS excepted).
-      max_in_flight: items between reader and writer at once (default 8 per worker).
+      max_in_flight: items between reader and writer at once (default 32 per worker).
       progress: print a progress line to stderr every ~2 s.
       expected_items: the split's item count if known (for the ETA before the first pass ends).
 
@@ -247,7 +247,8 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
     if expected_items is not None:
         meter.total_images = expected_items * len(missing) // num_shards
     stop = threading.Event()
-    gate = threading.Semaphore(max_in_flight or 8 * max(1, num_workers))
+    in_flight = max_in_flight or 32 * max(1, num_workers)
+    gate = threading.Semaphore(in_flight)
     gated = num_workers > 1
 
     def jobs():
@@ -278,7 +279,9 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
     if num_workers > 1:
         method = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else None
         pool = multiprocessing.get_context(method).Pool(num_workers)
-        results = pool.imap(encode, jobs(), chunksize=1)
+        # Chunks amortize the inter-process hops (an item is ~3 ms of work for a small JPEG).
+        chunksize = max(1, min(8, in_flight // (4 * num_workers)))
+        results = pool.imap(encode, jobs(), chunksize=chunksize)
     else:
         results = map(encode, jobs())
 
