@@ -3,6 +3,7 @@ r"""Speed and memory of the shard writer (preprocess/shards.py). Not a test.
 Builds a dataset of real-looking JPEG files (synthetic faces written to disk with a
 labels.jsonl, or WIDER FACE with --wider_dir), then writes it as TFRecords:
   * 1 worker vs --workers workers: records/s;
+  * synthetic generation alone, images/s on one core at 256 px;
   * the dataset once vs --repeat times (same files, new ids): peak RSS of the writer
     process and of its largest worker. With a bounded number of items in flight the
     writer's memory must not grow with the dataset.
@@ -54,8 +55,21 @@ def _build_synthetic(folder: str, num: int, side: int) -> str:
     return path
 
 
+def _generation_rate(num: int = 200, side: int = 256) -> float:
+    """Synthetic images drawn per second of this process's CPU time (one core), at side x side."""
+    from preprocess import synthetic
+    start = time.process_time()
+    for _ in synthetic.generate_items(num, 1, 'train', min_side=side, max_side=side):
+        pass
+    return num / (time.process_time() - start)
+
+
 def _items(args: dict):
     """The base dataset's items, ``args['repeat']`` times over with distinct ids (streamed)."""
+    if args.get('pixels'):  # heavy items: pixels drawn in the writer process itself
+        from preprocess import synthetic
+        yield from synthetic.generate_items(args['num'] * args['repeat'], 2, 'train')
+        return
     if args['wider_dir']:
         from preprocess import widerface
         base = lambda: itertools.islice(widerface.read_items(args['wider_dir'], splits=('train',)), args['num'])  # noqa: E731
@@ -100,6 +114,7 @@ def main(argv):
     work = _WORK_DIR.value or tempfile.mkdtemp(prefix='records_speed_')
     args = {'wider_dir': _WIDER_DIR.value, 'num': _NUM_IMAGES.value, 'max_side': _MAX_SIDE.value,
             'manifest': None}
+    print(f'synthetic generation: {_generation_rate():.0f} images/s of CPU time at 256x256 (one core)')
     if not _WIDER_DIR.value:
         t = time.time()
         args['manifest'] = _build_synthetic(os.path.join(work, 'dataset'), _NUM_IMAGES.value, _SIDE.value)
@@ -108,24 +123,29 @@ def main(argv):
     else:
         print(f'dataset: first {_NUM_IMAGES.value} WIDER FACE train images of {_WIDER_DIR.value}')
     big = f'{_REPEAT.value}x'
-    runs = [('1x', 1, 1), ('1x', workers, 1), (big, 1, _REPEAT.value), (big, workers, _REPEAT.value)]
+    runs = [('1x', 1, 1, False), ('1x', workers, 1, False), (big, 1, _REPEAT.value, False),
+            (big, workers, _REPEAT.value, False),
+            # In-memory pixels made by the writer process: what an unbounded imap would pile up.
+            ('1x pixels', workers, 1, True), (f'{big} pixels', workers, _REPEAT.value, True)]
     rows = []
-    for n, (label, w, repeat) in enumerate(runs):
+    for n, (label, w, repeat, pixels) in enumerate(runs):
         out = os.path.join(work, f'out{n}')
-        rows.append((label, w, _measure({**args, 'workers': w, 'repeat': repeat, 'out': out})))
+        rows.append((label, w, _measure({**args, 'workers': w, 'repeat': repeat, 'out': out,
+                                         'pixels': pixels})))
         subprocess.run(['rm', '-rf', out], check=False)
     print(f'\n| dataset | workers | images | seconds | records/s | writer peak RSS MB | worker peak RSS MB |')
     print('|---|---|---|---|---|---|---|')
     for label, w, r in rows:
         print(f'| {label} | {w} | {r["images"]} | {r["seconds"]:.1f} | {r["images"] / r["seconds"]:.1f} | '
               f'{r["writer_mb"]:.0f} | {r["worker_mb"]:.0f} |')
-    one, par, big_one, big_par = (r for _, _, r in rows)
+    one, par, big_one, big_par, pix, big_pix = (r for _, _, r in rows)
     rate = lambda r: r['images'] / r['seconds']  # noqa: E731
     print(f'\nrecords/s, {workers} workers vs 1: {rate(par) / rate(one):.2f}x on 1x, '
           f'{rate(big_par) / rate(big_one):.2f}x on {big}')
     print(f'writer peak RSS {big} vs 1x: {big_one["writer_mb"] / one["writer_mb"]:.2f}x (1 worker), '
           f'{big_par["writer_mb"] / par["writer_mb"]:.2f}x ({workers} workers); '
-          f'worker peak RSS: {big_par["worker_mb"] / max(par["worker_mb"], 1e-9):.2f}x')
+          f'worker peak RSS: {big_par["worker_mb"] / max(par["worker_mb"], 1e-9):.2f}x; '
+          f'in-memory pixels: writer {big_pix["writer_mb"] / pix["writer_mb"]:.2f}x')
 
 
 if __name__ == '__main__':
