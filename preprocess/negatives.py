@@ -26,16 +26,16 @@ from PIL import Image
 from preprocess import items as items_lib
 from preprocess import synthetic
 from preprocess.items import RawItem, SkipItem
+from preprocess.splits import split_by_hash
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 _MIN_CROP = 32
 
 
-def hash_split(val_fraction: float, salt: str = '') -> Callable[[str], str]:
-    """A split rule that never drifts: 'val' for a fixed hash slice of the name, else 'train'."""
+def hash_split(val_fraction: float) -> Callable[[str], str]:
+    """A split rule that never drifts: ``splits.split_by_hash`` of the name ('val' or 'train')."""
     def rule(name: str) -> str:
-        h = zlib.crc32((salt + name).encode('utf-8')) / 2 ** 32
-        return 'val' if h < val_fraction else 'train'
+        return split_by_hash(name, val_fraction)
     return rule
 
 

@@ -251,6 +251,8 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
     gate = threading.Semaphore(in_flight)
     gated = num_workers > 1
 
+    first_count = []
+
     def jobs():
         for n_pass, shard in enumerate(missing):
             k = 0
@@ -268,7 +270,11 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
                         return
                 yield shard, item
             if n_pass == 0:
+                first_count.append(k)
                 meter.total_images = k * len(missing) // num_shards
+            elif k != first_count[0]:  # round-robin and resume need a fixed item order
+                raise RuntimeError(f'make_items() yielded {first_count[0]} items on the first pass and '
+                                   f'{k} on a later one: the item stream of {split} is not deterministic')
             while gated and not gate.acquire(timeout=0.2):
                 if stop.is_set():
                     return

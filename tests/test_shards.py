@@ -144,6 +144,15 @@ class ShardsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(_MATERIALIZED, [])
         self.assertEqual(third.images, 9)
 
+    def test_changing_item_stream_is_an_error(self):
+        calls = []
+
+        def make():
+            calls.append(1)
+            return [_item(k) for k in range(3 + len(calls))]
+        with self.assertRaisesRegex(RuntimeError, 'not deterministic'):
+            shards.write_shards(make, self.out, 'train', 2, progress=False)
+
     def test_stats_merge(self):
         a = shards.WriteStats()
         a.add_record('x', 2, 1, {'box_empty': 1})
