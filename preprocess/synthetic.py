@@ -125,11 +125,12 @@ def random_background(rng, height: int, width: int) -> np.ndarray:
     return texture_background(rng, height, width)
 
 
-def draw_distractors(rng, image: Image.Image, count: int) -> None:
+def draw_distractors(rng, image: Image.Image, count: int, avoid_xyxy=()) -> None:
     """Draws shapes that are not faces: rectangles, polygons, lines, ellipses, skin blobs.
 
-    Some ellipses are skin-coloured and a few carry one or two dots or a line, so that
-    colour and outline alone do not make a face.
+    Some ellipses are skin-coloured and a few carry one or two dots, so that colour and
+    outline alone do not make a face. A shape whose extent would touch one of
+    ``avoid_xyxy`` (pixel boxes, e.g. labelled faces) is not drawn.
     """
     draw = ImageDraw.Draw(image)
     width, height = image.size
@@ -139,6 +140,9 @@ def draw_distractors(rng, image: Image.Image, count: int) -> None:
         x, y = rng.uniform(-0.1 * width, width), rng.uniform(-0.1 * height, height)
         w, h = size * rng.uniform(0.5, 1.5), size * rng.uniform(0.5, 1.5)
         kind = rng.integers(6)
+        extent = [x - w - 4, y - h - 4, x + w + 4, y + h + 4] if kind == 4 else [x - 2, y - 2, x + w + 2, y + h + 2]
+        if any(_overlap(extent, box) > 0 for box in avoid_xyxy):
+            continue
         if kind <= 1:  # plain or skin-coloured ellipse
             skin = kind == 1 or rng.random() < 0.5
             colour = _colour(rng, _SKIN[rng.integers(len(_SKIN))], 15) if skin else _random_colour(rng)
@@ -359,8 +363,8 @@ def generate_image(rng, height: int, width: int, num_faces: int):
     for i, face in enumerate(faces):
         if rng.random() < 0.15:
             visible[i] -= _occlude(rng, image, face)
-    if rng.random() < 0.5:  # distractors in front of the scene too
-        draw_distractors(rng, image, int(rng.integers(1, 3)))
+    if rng.random() < 0.5:  # distractors in front of the scene too, but never over a face
+        draw_distractors(rng, image, int(rng.integers(1, 3)), [f.box_xyxy for f in faces])
     if rng.random() < 0.12:  # out of focus
         image = image.filter(ImageFilter.BoxBlur(1))
     pixels = np.asarray(image, np.uint8)
