@@ -2,7 +2,7 @@
 
 Three kinds, all yielding items with no box (a valid record: "no face here"):
   * ``generated_negatives``: noise (as the seed project did), gradients and textures with
-    non-face distractors (skin-coloured blobs included), from ``preprocess.synthetic``.
+    non-face distractors (skin-coloured blobs included), from ``preprocess.backgrounds``.
   * ``crops_away_from_faces``: crops of labelled photos that overlap no face box, ignored
     faces included. They are lazy ``CropItem``s: the image is loaded and the crop chosen
     by whoever calls ``to_raw_item`` (the shard writer's workers), so the process that
@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator, Union
 import numpy as np
 from PIL import Image
 
+from preprocess import backgrounds
 from preprocess import items as items_lib
 from preprocess import synthetic
 from preprocess.items import RawItem, SkipItem
@@ -57,10 +58,10 @@ class GeneratedNegative:
         height = int(rng.integers(self.min_side, self.max_side + 1))
         width = int(rng.integers(self.min_side, self.max_side + 1))
         if rng.random() < 0.25:  # plain uniform noise, as the seed project's negatives
-            pixels = synthetic.noise_background(rng, height, width)
+            pixels = backgrounds.noise_background(rng, height, width)
         else:
-            image = Image.fromarray(synthetic.random_background(rng, height, width))
-            synthetic.draw_distractors(rng, image, int(rng.integers(0, 9)))
+            image = Image.fromarray(backgrounds.random_background(rng, height, width))
+            backgrounds.draw_distractors(rng, image, int(rng.integers(0, 9)))
             pixels = np.asarray(image)
         return RawItem(source_id=self.source_id, path=None, boxes_xywh=np.zeros([0, 4], np.float32),
                        split=self.split, pixels=pixels, origin=self.source_id)

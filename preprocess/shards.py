@@ -24,7 +24,6 @@ e.g. ``synthetic.SyntheticSpec``, ``negatives.CropItem``): they are materialized
 worker, so pixels never pass through the main process.
 """
 
-import collections
 import dataclasses
 import functools
 import glob

@@ -10,7 +10,10 @@ and rotated in-plane by up to +-15 degrees. Landmarks go through the same rotati
 pixels. Faces come at sizes from ~12 px to most of the image, some cut by the border, some
 partly covered by a random shape. Backgrounds mix noise, gradients, textures and
 distractors: ellipses and skin-coloured blobs without facial structure, so a detector has
-to learn eyes-nose-mouth and not "skin-coloured oval".
+to learn eyes-nose-mouth and not "skin-coloured oval"; distractors drawn in front of the
+scene never cover a face.
+
+Backgrounds and distractors come from ``preprocess.backgrounds``.
 
 Labels, in pixels of the image (RawItem conventions):
   * box ``[x, y, w, h]``: the head ellipse's axis-aligned extent (forehead to chin,
@@ -28,6 +31,7 @@ from typing import Iterator, List, Tuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from preprocess import backgrounds
 from preprocess.items import RawItem
 
 SOURCE = 'synthetic'
@@ -36,9 +40,6 @@ MIN_FACE_PX = 12
 _MIN_VISIBLE = 0.5      # faces less visible than this (border, occluder) are marked ignore
 _MIN_LABELLED_PX = 8    # faces smaller than this after clipping are marked ignore
 
-_SKIN = np.array([[255, 224, 196], [241, 194, 125], [224, 172, 105], [198, 134, 66],
-                  [141, 85, 36], [92, 56, 33], [255, 205, 178], [234, 192, 134],
-                  [170, 120, 90], [60, 40, 30]], np.float64)
 _HAIR = np.array([[20, 16, 14], [60, 40, 25], [110, 75, 40], [200, 160, 90],
                   [150, 60, 30], [160, 160, 160], [235, 230, 220]], np.float64)
 _IRIS = np.array([[40, 25, 15], [70, 110, 150], [60, 100, 60], [25, 25, 25]], np.float64)
@@ -51,118 +52,6 @@ def _split_key(split: str) -> int:
 def image_rng(seed: int, split: str, index: int, stream: int = 0) -> np.random.Generator:
     """The random stream of one image: independent of every other image and split."""
     return np.random.default_rng([int(seed), _split_key(split), int(index), int(stream)])
-
-
-def _colour(rng, base, jitter=12.0) -> Tuple[int, int, int]:
-    c = np.clip(np.asarray(base, np.float64) + rng.normal(0, jitter, 3), 0, 255)
-    return tuple(int(v) for v in c)
-
-
-def _random_colour(rng) -> Tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(0, 256, 3))
-
-
-# ---- backgrounds and distractors (shared with preprocess/negatives.py) ----
-
-def noise_background(rng, height: int, width: int) -> np.ndarray:
-    """Uniform RGB noise, as the seed project's negatives: uint8 [H, W, 3]."""
-    # rng.bytes is ~10x faster than rng.integers for this many bytes.
-    return np.frombuffer(rng.bytes(height * width * 3), np.uint8).reshape(height, width, 3)
-
-
-def _colorize(rng, t: np.ndarray, height: int, width: int, resample) -> np.ndarray:
-    """Maps a uint8 [h, w] ramp onto two random colours at full size, via a 256-entry LUT."""
-    ramp = Image.fromarray(t, 'L')
-    if ramp.size != (width, height):
-        ramp = ramp.resize((width, height), resample)
-    c0 = np.asarray(_random_colour(rng), np.float32)
-    c1 = np.asarray(_random_colour(rng), np.float32)
-    lut = (c0 + np.linspace(0.0, 1.0, 256, dtype=np.float32)[:, None] * (c1 - c0)).astype(np.uint8)
-    # An RGB image's point() takes one 256-entry table per channel, concatenated.
-    return np.asarray(ramp.convert('RGB').point(lut.T.ravel().tolist()))
-
-
-def gradient_background(rng, height: int, width: int) -> np.ndarray:
-    """A linear gradient between two random colours in a random direction: uint8 [H, W, 3]."""
-    angle = rng.uniform(0, 2 * math.pi)
-    # A linear ramp survives bilinear upscaling exactly, so compute it on a coarse grid.
-    yy, xx = np.ogrid[0:height:8, 0:width:8]
-    t = xx * math.cos(angle) + yy * math.sin(angle)
-    t = (t - t.min()) * (255.0 / max(float(t.max() - t.min()), 1.0))
-    return _colorize(rng, t.astype(np.uint8), height, width, Image.BILINEAR)
-
-
-def texture_background(rng, height: int, width: int) -> np.ndarray:
-    """Smooth blobs, stripes or checks: uint8 [H, W, 3]."""
-    kind = rng.integers(3)
-    if kind == 0:  # low-res noise upscaled: clouds, foliage, walls
-        cells = int(rng.integers(3, 24))
-        small = rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)
-        return np.asarray(Image.fromarray(small).resize((width, height), Image.BICUBIC))
-    yy, xx = np.ogrid[0:height:2, 0:width:2]  # half resolution; periods are >= 6 px
-    period = rng.uniform(3, 30)
-    angle = rng.uniform(0, math.pi)
-    u = xx * math.cos(angle) + yy * math.sin(angle)
-    if kind == 1:  # stripes
-        t = 127.5 + 127.5 * np.sin(u * (2 * math.pi / period))
-    else:  # checks
-        v = -xx * math.sin(angle) + yy * math.cos(angle)
-        t = ((np.floor(u / period) + np.floor(v / period)) % 2) * 255.0
-    return _colorize(rng, t.astype(np.uint8), height, width, Image.BILINEAR)
-
-
-def random_background(rng, height: int, width: int) -> np.ndarray:
-    """One of: flat colour + mild noise, noise, gradient or texture: uint8 [H, W, 3]."""
-    kind = rng.choice(4, p=[0.25, 0.1, 0.3, 0.35])
-    if kind == 0:
-        base = np.clip(np.asarray(_random_colour(rng), np.uint8), 12, 243) - 12
-        noise = np.frombuffer(rng.bytes(height * width), np.uint8).reshape(height, width, 1) % 25
-        return noise + base.astype(np.uint8)
-    if kind == 1:
-        return noise_background(rng, height, width)
-    if kind == 2:
-        return gradient_background(rng, height, width)
-    return texture_background(rng, height, width)
-
-
-def draw_distractors(rng, image: Image.Image, count: int, avoid_xyxy=()) -> None:
-    """Draws shapes that are not faces: rectangles, polygons, lines, ellipses, skin blobs.
-
-    Some ellipses are skin-coloured and a few carry one or two dots, so that colour and
-    outline alone do not make a face. A shape whose extent would touch one of
-    ``avoid_xyxy`` (pixel boxes, e.g. labelled faces) is not drawn.
-    """
-    draw = ImageDraw.Draw(image)
-    width, height = image.size
-    side = min(width, height)
-    for _ in range(count):
-        size = rng.uniform(0.05, 0.6) * side
-        x, y = rng.uniform(-0.1 * width, width), rng.uniform(-0.1 * height, height)
-        w, h = size * rng.uniform(0.5, 1.5), size * rng.uniform(0.5, 1.5)
-        kind = rng.integers(6)
-        extent = [x - w - 4, y - h - 4, x + w + 4, y + h + 4] if kind == 4 else [x - 2, y - 2, x + w + 2, y + h + 2]
-        if any(_overlap(extent, box) > 0 for box in avoid_xyxy):
-            continue
-        if kind <= 1:  # plain or skin-coloured ellipse
-            skin = kind == 1 or rng.random() < 0.5
-            colour = _colour(rng, _SKIN[rng.integers(len(_SKIN))], 15) if skin else _random_colour(rng)
-            draw.ellipse([x, y, x + w, y + h], fill=colour)
-            if rng.random() < 0.4:  # a lone feature or two, never the full eye-eye-mouth layout
-                r = max(1.0, 0.06 * w)
-                for _ in range(int(rng.integers(1, 3))):
-                    px, py = x + rng.uniform(0.2, 0.8) * w, y + rng.uniform(0.2, 0.8) * h
-                    draw.ellipse([px - r, py - r, px + r, py + r], fill=_random_colour(rng))
-        elif kind == 2:
-            draw.rectangle([x, y, x + w, y + h], fill=_random_colour(rng))
-        elif kind == 3:
-            points = [(x + rng.uniform(0, w), y + rng.uniform(0, h)) for _ in range(int(rng.integers(3, 7)))]
-            draw.polygon(points, fill=_random_colour(rng))
-        elif kind == 4:
-            draw.line([x, y, x + rng.uniform(-w, w), y + rng.uniform(-h, h)],
-                      fill=_random_colour(rng), width=int(rng.integers(1, max(2, int(size / 8)))))
-        else:
-            draw.arc([x, y, x + w, y + h], rng.uniform(0, 360), rng.uniform(0, 360),
-                     fill=_random_colour(rng), width=int(rng.integers(1, 4)))
 
 
 # ---- faces ----
@@ -203,9 +92,10 @@ def draw_face_layer(rng, a: float, b: float) -> Tuple[Image.Image, np.ndarray]:
     layer = Image.new('RGBA', (2 * half_w, 2 * half_h), (0, 0, 0, 0))
     draw = ImageDraw.Draw(layer)
     cx, cy = float(half_w), float(half_h)
-    skin = _colour(rng, _SKIN[rng.integers(len(_SKIN))], 10)
+    tones = backgrounds.SKIN_TONES
+    skin = backgrounds.colour(rng, tones[rng.integers(len(tones))], 10)
     shade = tuple(max(0, v - 30) for v in skin)
-    hair = _colour(rng, _HAIR[rng.integers(len(_HAIR))], 10)
+    hair = backgrounds.colour(rng, _HAIR[rng.integers(len(_HAIR))], 10)
     yaw = rng.uniform(-0.35, 0.35)  # shifts features sideways, as a head turned a little
 
     style = rng.integers(4)  # 0 bald, 1 short, 2 long, 3 hat-like block
@@ -226,7 +116,7 @@ def draw_face_layer(rng, a: float, b: float) -> Tuple[Image.Image, np.ndarray]:
         draw.chord([cx - a * 1.04, cy - b * 1.1, cx + a * 1.04, cy + b * 0.1], 180, 360, fill=hair)
     elif style == 3:
         draw.rectangle([cx - a * 1.1, cy - b * 1.15, cx + a * 1.1, cy - b * 0.55],
-                       fill=_random_colour(rng))
+                       fill=backgrounds.random_colour(rng))
 
     dx = yaw * a * 0.5  # feature shift from yaw; the nose moves most
     eye_y = cy + b * rng.uniform(-0.22, -0.08)
@@ -234,7 +124,7 @@ def draw_face_layer(rng, a: float, b: float) -> Tuple[Image.Image, np.ndarray]:
     eye_r = max(0.8, a * rng.uniform(0.11, 0.16))
     left_eye = (cx - eye_dx + dx * (1 + 0.6 * yaw), eye_y)
     right_eye = (cx + eye_dx + dx * (1 - 0.6 * yaw), eye_y)
-    iris = _colour(rng, _IRIS[rng.integers(len(_IRIS))], 8)
+    iris = backgrounds.colour(rng, _IRIS[rng.integers(len(_IRIS))], 8)
     brow = tuple(max(0, v - 40) for v in hair)
     for ex, ey in (left_eye, right_eye):
         draw.ellipse([ex - eye_r * 1.5, ey - eye_r, ex + eye_r * 1.5, ey + eye_r], fill=(245, 245, 240))
@@ -245,7 +135,7 @@ def draw_face_layer(rng, a: float, b: float) -> Tuple[Image.Image, np.ndarray]:
         draw.line([ex - eye_r * 1.6, by + eye_r * 0.3, ex, by, ex + eye_r * 1.6, by + eye_r * 0.3],
                   fill=brow, width=max(1, int(eye_r * 0.6)))
     if rng.random() < 0.15:  # glasses
-        frame = _random_colour(rng)
+        frame = backgrounds.random_colour(rng)
         for ex, ey in (left_eye, right_eye):
             draw.ellipse([ex - eye_r * 2.2, ey - eye_r * 1.7, ex + eye_r * 2.2, ey + eye_r * 1.7],
                          outline=frame, width=max(1, int(eye_r * 0.35)))
@@ -258,7 +148,7 @@ def draw_face_layer(rng, a: float, b: float) -> Tuple[Image.Image, np.ndarray]:
     mouth_dx = a * rng.uniform(0.28, 0.4)
     left_mouth = (cx - mouth_dx + dx * 1.2, mouth_y)
     right_mouth = (cx + mouth_dx + dx * 1.2, mouth_y)
-    lips = _colour(rng, (150, 60, 60), 20)
+    lips = backgrounds.colour(rng, (150, 60, 60), 20)
     open_h = b * rng.uniform(0.02, 0.14)
     draw.ellipse([left_mouth[0], mouth_y - open_h, right_mouth[0], mouth_y + open_h * 1.4], fill=lips)
     if open_h > b * 0.08:
@@ -288,7 +178,7 @@ def _place_face(rng, image: Image.Image, faces: List[_Face], max_face: float) ->
         cx = rng.uniform(hw * (1 - 2 * margin), width - hw * (1 - 2 * margin))
         cy = rng.uniform(hh * (1 - 2 * margin), height - hh * (1 - 2 * margin))
         box = np.array([cx - hw, cy - hh, cx + hw, cy + hh])
-        if all(_overlap(box, f.box_xyxy) < 0.25 for f in faces):
+        if all(backgrounds.overlap(box, f.box_xyxy) < 0.25 for f in faces):
             break
     else:
         return
@@ -306,16 +196,6 @@ def _place_face(rng, image: Image.Image, faces: List[_Face], max_face: float) ->
     faces.append(_Face(box, points))
 
 
-def _overlap(a, b) -> float:
-    """Intersection over the smaller area of two xyxy boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / max(small, 1e-9)
-
-
 def _occlude(rng, image: Image.Image, face: _Face) -> float:
     """Draws a random shape over part of a face; returns the covered fraction of its box (approx)."""
     x0, y0, x1, y1 = face.box_xyxy
@@ -331,7 +211,7 @@ def _occlude(rng, image: Image.Image, face: _Face) -> float:
     else:
         rect = [x0 - w * 0.2, y0 - h * 0.2, x1 + w * 0.2, y0 + h * cover]
     draw = ImageDraw.Draw(image)
-    colour = _random_colour(rng)
+    colour = backgrounds.random_colour(rng)
     if rng.random() < 0.5:
         draw.rectangle(rect, fill=colour)
     else:
@@ -352,8 +232,8 @@ def generate_image(rng, height: int, width: int, num_faces: int):
       boxes clipped to the image; [N, 5, 2] float32 pixel (x, y), NaN rows where a point
       is outside the image; [N] bool.
     """
-    image = Image.fromarray(random_background(rng, height, width))
-    draw_distractors(rng, image, int(rng.integers(0, 7)))
+    image = Image.fromarray(backgrounds.random_background(rng, height, width))
+    backgrounds.draw_distractors(rng, image, int(rng.integers(0, 7)))
     faces: List[_Face] = []
     side = min(height, width)
     max_face = side * (0.95 if num_faces == 1 else rng.uniform(0.2, 0.6))
@@ -364,7 +244,7 @@ def generate_image(rng, height: int, width: int, num_faces: int):
         if rng.random() < 0.15:
             visible[i] -= _occlude(rng, image, face)
     if rng.random() < 0.5:  # distractors in front of the scene too, but never over a face
-        draw_distractors(rng, image, int(rng.integers(1, 3)), [f.box_xyxy for f in faces])
+        backgrounds.draw_distractors(rng, image, int(rng.integers(1, 3)), [f.box_xyxy for f in faces])
     if rng.random() < 0.12:  # out of focus
         image = image.filter(ImageFilter.BoxBlur(1))
     pixels = np.asarray(image, np.uint8)
