@@ -18,12 +18,14 @@ def make_face_record(boxes=(), height=96, width=128, landmarks=None, landmarks_v
     """
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 60, size=[height, width, 3]).astype(np.uint8)
+    texture = rng.integers(0, 40, size=[height, width, 3]).astype(np.uint8)
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     yy, xx = np.mgrid[0:height, 0:width]
     for ymin, xmin, ymax, xmax in boxes:
         cy, cx = (ymin + ymax) / 2 * height, (xmin + xmax) / 2 * width
         ry, rx = max((ymax - ymin) / 2 * height, 1), max((xmax - xmin) / 2 * width, 1)
-        image[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = (220, 180, 150)
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        image[inside] = np.array([200, 160, 130], np.uint8) + texture[inside]
     if landmarks is None:
         fractions = np.array([[0.35, 0.3], [0.35, 0.7], [0.55, 0.5], [0.75, 0.35], [0.75, 0.65]])
         landmarks = np.stack([

@@ -1,0 +1,14 @@
+"""Runs the project's entry points in a fresh Python process, as a user would."""
+
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(script, *args, timeout=600):
+    """Runs `python <script> args...` from the repo root; returns the CompletedProcess."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3')
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,122 @@
+"""export -> reload in a fresh process gives the in-memory model's outputs; detect.py's JSONL."""
+
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import export
+from model.detector import DetectorConfig, build_detector
+from tests import cli
+from tests import fixtures
+
+_RELOAD = '''
+import sys, numpy as np, tensorflow as tf
+m = tf.saved_model.load(sys.argv[1])
+data = [open(p, 'rb').read() for p in sys.argv[3:]]
+enc = m.signatures['serving_default'](images=tf.constant(data))
+img = tf.cast(tf.io.decode_jpeg(data[0]), tf.float32)[None]
+flt = m.signatures['detect_image'](images=img)
+np.savez(sys.argv[2], **{'enc_' + k: v.numpy() for k, v in enc.items()},
+         **{'flt_' + k: v.numpy() for k, v in flt.items()})
+'''
+
+
+# Sizes that fill the network input exactly, so no flat padding produces tied scores
+# (ties make the NMS order arbitrary). The second is downscaled from 192x128 to 96x64.
+_SIZES = [(64, 96), (192, 128)]
+
+
+class ExportTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dir = tempfile.mkdtemp()
+        tf.random.set_seed(3)
+        config = DetectorConfig(image_size=64)
+        cls.model = build_detector(config)
+        # Random weights with a raised face prior, so NMS has real boxes to choose from.
+        head = cls.model.get_layer('head_out')
+        kernel, bias = head.get_weights()
+        bias[0] = 0.0
+        head.set_weights([kernel, bias])
+        cls.export_dir = os.path.join(cls.dir, 'saved_model')
+        cls.detector = export.export(cls.model, config, cls.export_dir, max_side=96,
+                                     score_threshold=0.2, max_detections=20)
+        cls.images = []
+        for i, (h, w) in enumerate(_SIZES):
+            path = os.path.join(cls.dir, f'img{i}.jpg')
+            record = fixtures.make_face_record([[0.2, 0.2, 0.7, 0.6]], h, w, seed=i)
+            with open(path, 'wb') as f:
+                f.write(record.encoded)
+            cls.images.append(path)
+
+    def test_reload_in_fresh_process_matches_in_memory(self):
+        data = [open(p, 'rb').read() for p in self.images]
+        expected = self.detector.detect_encoded(tf.constant(data))
+        self.assertGreater(int(expected['num_detections'][0]), 0)
+        script = os.path.join(self.dir, 'reload.py')
+        with open(script, 'w') as f:
+            f.write(_RELOAD)
+        out_npz = os.path.join(self.dir, 'out.npz')
+        result = cli.run(script, self.export_dir, out_npz, *self.images)
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        got = np.load(out_npz)
+        for key in ('boxes', 'scores', 'landmarks', 'num_detections'):
+            self.assertAllClose(got['enc_' + key], expected[key].numpy(), atol=1e-3, msg=key)
+        # The float signature on the first image agrees with the encoded one.
+        n = int(got['flt_num_detections'][0])
+        self.assertEqual(n, int(got['enc_num_detections'][0]))
+        self.assertAllClose(got['flt_boxes'][0, :n], got['enc_boxes'][0, :n], atol=1e-3)
+
+    def test_boxes_are_in_original_pixels(self):
+        data = [open(p, 'rb').read() for p in self.images]
+        out = self.detector.detect_encoded(tf.constant(data))
+        for i, (h, w) in enumerate(_SIZES):
+            n = int(out['num_detections'][i])
+            boxes = out['boxes'][i, :n].numpy()
+            self.assertTrue(np.all(boxes[:, 0] >= 0) and np.all(boxes[:, 0] + boxes[:, 2] <= w + 1e-3))
+            self.assertTrue(np.all(boxes[:, 1] >= 0) and np.all(boxes[:, 1] + boxes[:, 3] <= h + 1e-3))
+        # The downscaled image's boxes reach beyond the 96-px network input.
+        n = int(out['num_detections'][1])
+        self.assertGreater(float(np.max(out['boxes'][1, :n, 1] + out['boxes'][1, :n, 3])), 96)
+
+    def test_detect_writes_valid_jsonl_and_pngs(self):
+        folder = os.path.join(self.dir, 'photos')
+        os.makedirs(folder, exist_ok=True)
+        for p in self.images:
+            os.link(p, os.path.join(folder, os.path.basename(p)))
+        Image.new('L', (50, 40), 128).save(os.path.join(folder, 'grey.png'))
+        with open(os.path.join(folder, 'broken.jpg'), 'wb') as f:
+            f.write(b'\xff\xd8 not really a jpeg')
+        out_dir = os.path.join(self.dir, 'detect')
+        result = cli.run('detect.py', f'--model={self.export_dir}', f'--input={folder}',
+                         f'--output={out_dir}', '--score_threshold=0.3')
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertIn('broken.jpg', result.stderr)
+        lines = [json.loads(l) for l in open(os.path.join(out_dir, 'detections.jsonl'))]
+        self.assertEqual(sorted(os.path.basename(l['image']) for l in lines),
+                         ['grey.png', 'img0.jpg', 'img1.jpg'])
+        for line in lines:
+            self.assertEqual(set(line), {'image', 'width', 'height', 'boxes', 'scores',
+                                         'landmarks'})
+            self.assertEqual(len(line['boxes']), len(line['scores']))
+            self.assertTrue(all(s >= 0.3 for s in line['scores']))
+            for x, y, w, h in line['boxes']:
+                self.assertTrue(0 <= x and x + w <= line['width'] + 1e-2)
+                self.assertTrue(0 <= y and y + h <= line['height'] + 1e-2)
+        self.assertEqual(len(tf.io.gfile.glob(os.path.join(out_dir, '*.png'))), 3)
+
+    def test_detect_without_model_is_a_clear_error(self):
+        result = cli.run('detect.py', f'--model={self.dir}/nope', f'--input={self.images[0]}')
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('not a SavedModel', result.stderr)
+        self.assertNotIn('Traceback', result.stderr)
+
+
+if __name__ == '__main__':
+    tf.test.main()

@@ -1,0 +1,98 @@
+"""train.py end to end: 2-step smoke run, resume, distribution, precision, bad input."""
+
+import json
+import os
+import tempfile
+
+import tensorflow as tf
+
+from tests import cli
+from tests import fixtures
+
+
+class TrainTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dir = tempfile.mkdtemp()
+        cls.train = fixtures.write_tiny_shards(os.path.join(cls.dir, 'rec'),
+                                               fixtures.random_records(12), 'train', 2)
+        cls.val = fixtures.write_tiny_shards(os.path.join(cls.dir, 'rec'),
+                                             fixtures.random_records(4, seed=9), 'val', 1)
+
+    def _train(self, model_dir, *extra):
+        return cli.run('train.py', '--flagfile=configs/smoke.flags',
+                       f'--train_records={self.train}', f'--val_records={self.val}',
+                       f'--model_dir={model_dir}', *extra)
+
+    def _assert_latest(self, model_dir, name):
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+        self.assertEqual(os.path.basename(latest), name)
+
+    def test_smoke_then_resume_continues_the_step_count(self):
+        model_dir = os.path.join(self.dir, 'resume')
+        first = self._train(model_dir)
+        self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+        self.assertIn('step 2/2', first.stdout)
+        self.assertIn('validation at step 2', first.stdout)
+        self._assert_latest(model_dir, 'ckpt-2')
+        self.assertTrue(os.path.exists(os.path.join(model_dir, 'flags.txt')))
+        config = json.load(open(os.path.join(model_dir, 'model_config.json')))
+        self.assertEqual(config['image_size'], 64)
+        self.assertTrue(tf.io.gfile.glob(os.path.join(model_dir, 'train', 'events.*')))
+        self.assertTrue(os.path.exists(os.path.join(model_dir, 'best', 'best.json')))
+
+        second = self._train(model_dir, '--train_steps=4')
+        self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+        self.assertIn('at step 2', second.stdout)
+        self.assertNotIn('step 1/4', second.stdout)
+        self.assertIn('step 3/4', second.stdout)
+        self.assertIn('step 4/4', second.stdout)
+        self._assert_latest(model_dir, 'ckpt-4')
+
+    def test_mirrored_on_two_cpu_devices_in_bfloat16(self):
+        model_dir = os.path.join(self.dir, 'mirrored')
+        out = self._train(model_dir, '--strategy=mirrored', '--cpu_devices=2',
+                          '--precision=mixed_bfloat16')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertIn('step 2/2', out.stdout)
+        self.assertRegex(out.stdout, r'step 2/2 loss \d+\.\d+')
+        self.assertTrue(os.path.exists(os.path.join(model_dir, 'checkpoints', 'ckpt-2.index')))
+
+    def test_mixed_float16_builds_loss_scaling(self):
+        # On CPU float16 is slow but must still run and stay finite.
+        out = self._train(os.path.join(self.dir, 'fp16'), '--precision=mixed_float16',
+                          '--val_records=')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertIn('step 2/2', out.stdout)
+
+    def test_missing_records_is_a_clear_error(self):
+        out = cli.run('train.py', '--flagfile=configs/smoke.flags',
+                      f'--train_records={self.dir}/nothing-*.tfrecord',
+                      f'--model_dir={self.dir}/missing')
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn('no files match', out.stderr)
+        self.assertIn('make_records.py', out.stderr)
+        self.assertNotIn('Traceback', out.stderr)
+
+    def test_shard_that_is_not_a_tfrecord_is_named(self):
+        bad = os.path.join(self.dir, 'bad-00000-of-00001.tfrecord')
+        with open(bad, 'w') as f:
+            f.write('this is not a TFRecord file at all')
+        out = cli.run('train.py', '--flagfile=configs/smoke.flags', f'--train_records={bad}',
+                      f'--model_dir={self.dir}/bad')
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn(bad, out.stderr)
+        self.assertNotIn('Traceback', out.stderr)
+
+    def test_unknown_flag_value_is_rejected(self):
+        out = cli.run('train.py', '--flagfile=configs/smoke.flags', '--precision=float8',
+                      f'--model_dir={self.dir}/x')
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn('precision', out.stderr)
+        self.assertNotIn('Traceback', out.stderr)
+
+
+if __name__ == '__main__':
+    tf.test.main()
