@@ -31,6 +31,8 @@ _MODEL = flags.DEFINE_string('model', None, 'Exported SavedModel dir (default: t
 _INPUT = flags.DEFINE_string('input', None, 'An image file or a folder of images (recursive).')
 _OUTPUT = flags.DEFINE_string('output', 'out/detect', 'Where detections.jsonl and PNGs go.')
 _SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.5, 'Keep faces scoring at least this.')
+_DRAW_THRESHOLD = flags.DEFINE_float('draw_threshold', None, 'Draw faces scoring at least this '
+                                     'in the PNGs (default: --score_threshold, at least 0.5).')
 _MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
 
 flags.mark_flag_as_required('input')
@@ -67,13 +69,15 @@ def detections_for(signature, pixels, score_threshold):
     }
 
 
-def draw(pixels, result, path):
-    """Writes an annotated PNG: a box, the score and 5 landmark dots per face."""
+def draw(pixels, result, path, threshold):
+    """Writes an annotated PNG: a box, the score and 5 landmark dots per face >= threshold."""
     from PIL import Image, ImageDraw
     image = Image.fromarray(pixels)
     pen = ImageDraw.Draw(image)
     width = max(1, round(max(image.size) / 300))
     for (x, y, w, h), score, lm in zip(result['boxes'], result['scores'], result['landmarks']):
+        if score < threshold:
+            continue
         pen.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=width)
         pen.text((x + 2, max(0, y - 11)), f'{score:.2f}', fill=(0, 255, 0))
         for i, colour in enumerate([(255, 0, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255),
@@ -101,6 +105,9 @@ def main(argv):
     os.makedirs(_OUTPUT.value, exist_ok=True)
     jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')
     faces = skipped = pngs = 0
+    draw_threshold = _DRAW_THRESHOLD.value
+    if draw_threshold is None:
+        draw_threshold = max(_SCORE_THRESHOLD.value, 0.5)
     base = _INPUT.value if os.path.isdir(_INPUT.value) else os.path.dirname(_INPUT.value)
     start = time.time()
     with open(jsonl_path, 'w') as out:
@@ -117,7 +124,7 @@ def main(argv):
             if pngs < _MAX_PNGS.value:
                 name = os.path.splitext(os.path.relpath(path, base))[0]
                 png = os.path.join(_OUTPUT.value, name.replace(os.sep, '__') + '.png')
-                draw(pixels, result, png)
+                draw(pixels, result, png, draw_threshold)
                 pngs += 1
             if (i + 1) % 50 == 0:
                 rate = (i + 1) / (time.time() - start)
