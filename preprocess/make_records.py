@@ -41,6 +41,9 @@ from preprocess import shards  # noqa: E402
 _SOURCE = flags.DEFINE_list(
     'source', ['synthetic'], f'Comma-separated sources: {", ".join(record_sources.SOURCE_NAMES)}.')
 _WIDER_DIR = flags.DEFINE_string('wider_dir', None, 'WIDER FACE root (WIDER_train/, wider_face_split/).')
+_WIDER_HOLDOUT = flags.DEFINE_float(
+    'wider_holdout', 0.0, 'WIDER: fraction of train images moved to val by a hash of their path '
+    '(for copies without the official val set).')
 _CELEBA_DIR = flags.DEFINE_string('celeba_dir', None, 'CelebA root (img_celeba/ or img_align_celeba/, Anno/).')
 _CELEBA_IGNORE_UNLABELLED = flags.DEFINE_boolean(
     'celeba_ignore_unlabelled', False, 'CelebA: mark unlabelled faces as ignore regions.')
@@ -78,7 +81,7 @@ def _config() -> record_sources.Config:
     return record_sources.Config(
         sources=tuple(_SOURCE.value), output_dir=_OUTPUT_DIR.value, splits=tuple(_SPLITS.value),
         num_shards={'train': _TRAIN_SHARDS.value, 'val': _VAL_SHARDS.value, 'test': _TEST_SHARDS.value},
-        wider_dir=_WIDER_DIR.value, celeba_dir=_CELEBA_DIR.value,
+        wider_dir=_WIDER_DIR.value, wider_holdout=_WIDER_HOLDOUT.value, celeba_dir=_CELEBA_DIR.value,
         celeba_ignore_unlabelled=_CELEBA_IGNORE_UNLABELLED.value, fddb_dir=_FDDB_DIR.value,
         jsonl=_JSONL.value, tfds_data_dir=_TFDS_DATA_DIR.value,
         num_workers=_NUM_WORKERS.value or os.cpu_count() or 1, max_side=_MAX_SIDE.value,

@@ -41,6 +41,7 @@ class Config:
     splits: Tuple[str, ...] = ('train', 'val')
     num_shards: Dict[str, int] = dataclasses.field(default_factory=lambda: {'train': 4, 'val': 1, 'test': 1})
     wider_dir: Optional[str] = None
+    wider_holdout: float = 0.0
     celeba_dir: Optional[str] = None
     celeba_ignore_unlabelled: bool = False
     fddb_dir: Optional[str] = None
@@ -81,12 +82,27 @@ def _synthetic(_, config: Config, splits) -> Iterator:
             config.synthetic_max_side, config.synthetic_negative_fraction)
 
 
+def _wider(module, config: Config, splits) -> Iterator:
+    """WIDER FACE in its official splits; ``wider_holdout`` carves a val split out of train.
+
+    For copies without the official val set (like a train-only subset): a train image goes
+    to val when preprocess.splits.split_by_hash of its source id says so, a fixed rule that
+    never drifts between runs. With the official val present, use the official split.
+    """
+    from preprocess.splits import split_by_hash
+    official = tuple(x for x in config.splits if x in ('train', 'val'))
+    # All requested splits every time (the caller filters): the reader fails when none of
+    # the splits it is given has a gt file, e.g. 'val' alone on a train-only copy.
+    for item in module.read_items(config.wider_dir, splits=official or ('train',)):
+        if config.wider_holdout > 0 and not isinstance(item, SkipItem) and item.split == 'train':
+            item.split = split_by_hash(item.source_id, val_fraction=config.wider_holdout)
+        yield item
+
+
 _REGISTRY = {
     'synthetic': _Source('synthetic', None, '', _synthetic),
     'wider': _Source('widerface', 'wider_dir', 'the folder holding WIDER_train/ and wider_face_split/',
-                     # All requested splits every time (the caller filters): the reader fails when none of
-                     # the splits it is given has a gt file, e.g. 'val' alone on a train-only copy.
-                     lambda m, c, s: m.read_items(c.wider_dir, splits=tuple(x for x in c.splits if x in ('train', 'val')))),
+                     _wider),
     'celeba': _Source('celeba', 'celeba_dir', 'the CelebA folder (img_celeba/, Anno/)',
                       lambda m, c, s: m.read_items(c.celeba_dir, aligned=False,
                                                    ignore_unlabelled=c.celeba_ignore_unlabelled)),

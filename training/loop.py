@@ -145,11 +145,14 @@ def train(s: TrainSettings):
     points, point_strides, _ = anchor_lib.anchor_points(size, size, cfg.strides)
 
     def dataset_fn(ctx):
-        return pipeline.build_dataset(
+        ds = pipeline.build_dataset(
             s.train_records, ctx.get_per_replica_batch_size(s.batch_size), size, True,
             strides=cfg.strides, anchor_scale=cfg.anchor_scale,
             shuffle_buffer=s.shuffle_buffer, seed=s.seed + start_step,
             scale_range=s.crop_range, input_context=ctx)
+        # The padded face lists change shape from batch to batch and would retrace the
+        # step function each time; training needs only the fixed-shape targets.
+        return ds.map(lambda b: {'image': b['image'], 'targets': b['targets']})
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
