@@ -19,10 +19,10 @@ echo "== 4/5 detect on the validation images"
 $PY preprocess/records_to_images.py --records='out/records/synthetic/val-*.tfrecord' \
     --output_dir=$OUT/val_images
 $PY detect.py --model=$OUT/saved_model --input=$OUT/val_images/images --output=$OUT/detect \
-    --score_threshold=0.05 --draw_threshold=0.5 --max_pngs=20
+    --score_threshold=0.05 --draw_threshold=0.3 --max_pngs=20
 echo "== 5/5 evaluate (WIDER FACE protocol)"
 $PY evaluate.py --detections=$OUT/detect/detections.jsonl \
-    --labels=$OUT/val_images/labels.jsonl --iou_threshold=0.5 --score_threshold=0.5 \
+    --labels=$OUT/val_images/labels.jsonl --iou_threshold=0.5 --score_threshold=0.3 \
     --pr_curve=$OUT/pr_curve.png --output_json=$OUT/metrics.json
 
 cat <<DONE

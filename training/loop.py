@@ -179,6 +179,7 @@ def train(s: TrainSettings):
     writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
     val_writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'val'))
     progress = _Progress(s.train_steps, s.batch_size)
+    validate = make_validator(model, s, points, point_strides) if s.val_records else None
     metrics = {}
     current = start_step
     try:
@@ -198,7 +199,7 @@ def train(s: TrainSettings):
             if current % s.checkpoint_every == 0:
                 manager.save(checkpoint_number=current)
             if s.val_records and (current % s.steps_per_epoch == 0 or current == s.train_steps):
-                metrics = validate(model, s, points, point_strides)
+                metrics = validate()
                 print(f'validation at step {current}: ' +
                       ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()), flush=True)
                 with val_writer.as_default(step=current):
@@ -238,15 +239,16 @@ def _keep_best(best_manager, model_dir, step, metrics):
         json.dump({'step': step, **metrics}, f)
 
 
-def validate(model, s: TrainSettings, points, point_strides):
-    """Validation loss and AP@0.5 on letterboxed validation images at the training size."""
+def make_validator(model, s: TrainSettings, points, point_strides):
+    """Returns validate(): validation loss and AP@0.5 on letterboxed images at training size.
+
+    The tf.function is built once here, so validating every epoch does not retrace it.
+    """
     from evaluation import wider
 
     size = s.config.image_size
-    ds = pipeline.build_dataset(s.val_records, s.batch_size, size, False,
-                                strides=s.config.strides, anchor_scale=s.config.anchor_scale)
 
-    @tf.function
+    @tf.function(reduce_retracing=True)
     def eval_step(images, targets):
         raw = model(images, training=False)
         terms = losses.detection_loss(raw, targets, points, point_strides)
@@ -254,24 +256,29 @@ def validate(model, s: TrainSettings, points, point_strides):
                                   max_detections=300)
         return terms, dets
 
-    totals, batches = {}, 0
-    accumulator = wider.Accumulator(iou_threshold=0.5, min_face=s.val_min_face)
-    for batch in ds:
-        terms, dets = eval_step(batch['image'], batch['targets'])
-        for k, v in terms.items():
-            totals[k] = totals.get(k, 0.0) + float(v)
-        batches += 1
-        for i in range(int(tf.shape(batch['image'])[0])):
-            mask = batch['face_mask'][i].numpy()
-            n = int(dets['num_detections'][i])
-            accumulator.add_image(
-                gt_boxes=_xywh(batch['boxes'][i].numpy()[mask], size),
-                det_boxes=_xywh(dets['boxes'][i, :n].numpy(), size),
-                det_scores=dets['scores'][i, :n].numpy(),
-                gt_ignore=batch['ignore'][i].numpy()[mask])
-    metrics = {k: v / max(batches, 1) for k, v in totals.items() if k != 'num_positive'}
-    metrics['ap50'] = accumulator.result().ap
-    return metrics
+    def validate():
+        ds = pipeline.build_dataset(s.val_records, s.batch_size, size, False,
+                                    strides=s.config.strides, anchor_scale=s.config.anchor_scale)
+        totals, batches = {}, 0
+        accumulator = wider.Accumulator(iou_threshold=0.5, min_face=s.val_min_face)
+        for batch in ds:
+            terms, dets = eval_step(batch['image'], batch['targets'])
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            batches += 1
+            for i in range(int(tf.shape(batch['image'])[0])):
+                mask = batch['face_mask'][i].numpy()
+                n = int(dets['num_detections'][i])
+                accumulator.add_image(
+                    gt_boxes=_xywh(batch['boxes'][i].numpy()[mask], size),
+                    det_boxes=_xywh(dets['boxes'][i, :n].numpy(), size),
+                    det_scores=dets['scores'][i, :n].numpy(),
+                    gt_ignore=batch['ignore'][i].numpy()[mask])
+        metrics = {k: v / max(batches, 1) for k, v in totals.items() if k != 'num_positive'}
+        metrics['ap50'] = accumulator.result().ap
+        return metrics
+
+    return validate
 
 
 def _xywh(boxes, size):
