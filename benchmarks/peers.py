@@ -86,7 +86,7 @@ class Detector:
 
 
 class Facedet(Detector):
-    """The exported SavedModel; boxes come out at the export's score threshold (0.05)."""
+    """The exported SavedModel; it returns boxes down to export.py's --score_threshold."""
 
     def __init__(self, model_dir):
         import numpy as np
@@ -98,7 +98,8 @@ class Facedet(Detector):
         self.name, self.default_threshold = 'facedet', 0.5
         variables = getattr(loaded, 'variables', None) or []
         self.params = int(sum(np.prod(v.shape) for v in variables)) or None
-        self.note = 'export score threshold 0.05 for AP; 0.5 for recall/FP'
+        self.note = ('AP over the boxes the export returns (export.py --score_threshold, '
+                     'default 0.05); 0.5 for recall/FP')
 
     def detect(self, rgb):
         out = self._fn(images=self._tf.constant(rgb[None], self._tf.float32))
@@ -114,8 +115,8 @@ class YuNet(Detector):
         self._cv2 = cv2
         self._net = cv2.FaceDetectorYN.create(onnx_path, '', (320, 320), 0.01, 0.3, 5000)
         self.name, self.default_threshold = name, 0.9
-        # The published count (with batch norm), comparable to facedet's; the ONNX file
-        # holds fewer weights because its batch norms are folded into the convolutions.
+        # The published count, comparable to facedet's (which includes batch norm); the ONNX
+        # files hold a few percent fewer weights, batch norm presumably folded into the convs.
         self.params = YUNET_PARAMS[name]
         onnx_params = _onnx_params(onnx_path)
         self.note = ('score_threshold 0.01 for AP; default 0.9 for recall/FP; params as '
@@ -485,7 +486,8 @@ def main(argv):
                                                         _LATENCY_RUNS.value)
         rows.append({'detector': name, 'params': detector.params, 'note': detector.note,
                      **metrics})
-        curves[name] = (wider.recall, wider.precision)
+        # A detector with no counted detection gets the point (0, 0): AP 0, as in the table.
+        curves[name] = (wider.recall, wider.precision) if len(wider.recall) else ([0.0], [0.0])
         print(f'{name}: AP@0.5 WIDER {_fmt(metrics["ap50_wider"])}, '
               f'{metrics["latency_ms_640x480"]:.1f} ms at 640x480', flush=True)
 
