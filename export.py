@@ -9,6 +9,10 @@ Signatures:
 Both return boxes [B, K, 4] as [x, y, width, height] pixels of each image, scores [B, K],
 landmarks [B, K, 10] as (x, y) pixel pairs and num_detections [B].
 
+--tflite_size=N also writes facedet_N.tflite for devices: one signature ``serve`` taking
+[1, N, N, 3] float32 RGB 0..255 (resize or pad your image to N x N first), with the same
+outputs (pixels of that N x N input) and NMS inside (TFLite's builtin NMS op).
+
 The network's shape comes from <model_dir>/model_config.json, written by train.py, so an
 export cannot disagree with its training run. --checkpoint=best takes the checkpoint with
 the best validation AP, latest the last one, or give a checkpoint path.
@@ -32,6 +36,9 @@ _SCORE_THRESHOLD = flags.DEFINE_float(
     'keep it low so average precision can be measured).')
 _IOU_THRESHOLD = flags.DEFINE_float('iou_threshold', 0.4, 'NMS IoU threshold.')
 _MAX_DETECTIONS = flags.DEFINE_integer('max_detections', 300, 'Detections per image (padded).')
+_TFLITE_SIZE = flags.DEFINE_integer(
+    'tflite_size', 0, 'Also write <export_dir>/facedet_<N>.tflite for [1, N, N, 3] float inputs '
+    '(N a multiple of 32; 0: no TFLite file).')
 
 flags.mark_flags_as_required(['model_dir', 'export_dir'])
 
@@ -88,6 +95,31 @@ def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_th
     return detector
 
 
+def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold=0.4,
+                  max_detections=300):
+    """Writes a TFLite file for [1, size, size, 3] inputs; returns its bytes."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+    from model.serving import Detector
+    if size % 32:
+        raise ValueError(f'--tflite_size must be a multiple of 32, got {size}')
+    detector = Detector(model, config.strides, max_side=size, score_threshold=score_threshold,
+                        iou_threshold=iou_threshold, max_detections=max_detections)
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    # A static batch of one keeps NMS out of a WHILE loop, which TFLite fails to run here.
+    archive.add_endpoint('serve', detector.detect_images, input_signature=[
+        tf.TensorSpec([1, size, size, 3], tf.float32, name='images')])
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.write_out(tmp, verbose=False)
+        converted = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['serve']).convert()
+    with open(path, 'wb') as f:
+        f.write(converted)
+    return converted
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
@@ -99,6 +131,16 @@ def main(argv):
            score_threshold=_SCORE_THRESHOLD.value, iou_threshold=_IOU_THRESHOLD.value,
            max_detections=_MAX_DETECTIONS.value)
     print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image)')
+    if _TFLITE_SIZE.value:
+        tflite_path = os.path.join(_EXPORT_DIR.value, f'facedet_{_TFLITE_SIZE.value}.tflite')
+        try:
+            export_tflite(model, config, tflite_path, _TFLITE_SIZE.value,
+                          score_threshold=_SCORE_THRESHOLD.value,
+                          iou_threshold=_IOU_THRESHOLD.value,
+                          max_detections=_MAX_DETECTIONS.value)
+        except ValueError as e:
+            sys.exit(f'export.py: error: {e}')
+        print(f'TFLite: {tflite_path}')
 
 
 if __name__ == '__main__':

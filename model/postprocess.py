@@ -62,8 +62,14 @@ def detect(raw, input_height, input_width, strides=anchor_lib.DEFAULT_STRIDES,
         return (tf.gather(b, idx) * mask[:, None], tf.gather(s, idx) * mask,
                 tf.gather(lm, idx) * mask[:, None], n)
 
-    out_boxes, out_scores, out_landmarks, count = tf.map_fn(
-        nms_one, (top_boxes, top_scores, top_landmarks),
-        fn_output_signature=(tf.float32, tf.float32, tf.float32, tf.int32))
+    if raw.shape[0] == 1:
+        # A static batch of one (the TFLite export) runs NMS directly: TFLite's WHILE, which
+        # map_fn becomes, fails on this graph.
+        outs = nms_one((top_boxes[0], top_scores[0], top_landmarks[0]))
+        out_boxes, out_scores, out_landmarks, count = [t[None] for t in outs]
+    else:
+        out_boxes, out_scores, out_landmarks, count = tf.map_fn(
+            nms_one, (top_boxes, top_scores, top_landmarks),
+            fn_output_signature=(tf.float32, tf.float32, tf.float32, tf.int32))
     return {'boxes': out_boxes, 'scores': out_scores, 'landmarks': out_landmarks,
             'num_detections': count}
