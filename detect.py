@@ -33,6 +33,10 @@ _OUTPUT = flags.DEFINE_string('output', 'out/detect', 'Where detections.jsonl an
 _SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.5, 'Keep faces scoring at least this.')
 _DRAW_THRESHOLD = flags.DEFINE_float('draw_threshold', None, 'Draw faces scoring at least this '
                                      'in the PNGs (default: --score_threshold, at least 0.5).')
+_UPSCALE = flags.DEFINE_float(
+    'upscale', 1.0, 'Enlarge images by this factor before detection (e.g. 1.5 finds smaller '
+    'faces, slower); boxes are reported in the original pixels. The SavedModel still caps '
+    'the long side at its export --max_side.')
 _MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
 
 flags.mark_flag_as_required('input')
@@ -52,16 +56,20 @@ def list_images(path):
     return sorted(found)
 
 
-def detections_for(signature, pixels, score_threshold):
+def detections_for(signature, pixels, score_threshold, upscale=1.0):
     """Runs the detect_image signature on one RGB uint8 image; returns the JSONL fields."""
     import numpy as np
     import tensorflow as tf
-    out = signature(images=tf.constant(pixels[None], tf.float32))
+    image = tf.constant(pixels[None], tf.float32)
+    if upscale != 1.0:
+        size = [round(pixels.shape[0] * upscale), round(pixels.shape[1] * upscale)]
+        image = tf.image.resize(image, size)
+    out = signature(images=image)
     n = int(out['num_detections'][0])
     scores = out['scores'][0, :n].numpy()
     keep = scores >= score_threshold
-    boxes = out['boxes'][0, :n].numpy()[keep]
-    landmarks = out['landmarks'][0, :n].numpy()[keep]
+    boxes = out['boxes'][0, :n].numpy()[keep] / upscale
+    landmarks = out['landmarks'][0, :n].numpy()[keep] / upscale
     return {
         'width': int(pixels.shape[1]), 'height': int(pixels.shape[0]),
         'boxes': np.round(boxes, 2).tolist(), 'scores': np.round(scores[keep], 4).tolist(),
@@ -118,7 +126,8 @@ def main(argv):
                 print(f'skipped {e.detail}', file=sys.stderr)
                 skipped += 1
                 continue
-            result = {'image': path, **detections_for(signature, pixels, _SCORE_THRESHOLD.value)}
+            result = {'image': path, **detections_for(signature, pixels, _SCORE_THRESHOLD.value,
+                                                       _UPSCALE.value)}
             out.write(json.dumps(result) + '\n')
             faces += len(result['boxes'])
             if pngs < _MAX_PNGS.value:

@@ -26,14 +26,20 @@ def list_shards(file_pattern):
 
 
 def check_shards(files):
-    """Reads the first record of each shard; raises ValueError naming a file that is not one."""
+    """Reads the first record of each shard; raises ValueError naming a file that is not one,
+    or saying that all of them are empty."""
+    non_empty = 0
     for path in files:
         try:
             for serialized in tf.data.TFRecordDataset(path).take(1):
                 features.parse_example(serialized, decode_image=False)
+                non_empty += 1
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
             raise ValueError(f'{path} is not a facedet TFRecord shard ({e.message.splitlines()[0]}); '
                              'rewrite it with preprocess/make_records.py') from None
+    if files and not non_empty:
+        raise ValueError(f'the dataset is empty: {len(files)} shard(s) without a record, e.g. '
+                         f'{files[0]}; check the manifest.json written next to them')
 
 
 def make_targets(example, image_size, strides, anchor_scale):

@@ -86,6 +86,14 @@ class TrainTest(tf.test.TestCase):
         self.assertIn(bad, out.stderr)
         self.assertNotIn('Traceback', out.stderr)
 
+    def test_empty_dataset_is_a_clear_error(self):
+        empty = fixtures.write_tiny_shards(os.path.join(self.dir, 'empty'), [], 'train', 1)
+        out = cli.run('train.py', '--flagfile=configs/smoke.flags', f'--train_records={empty}',
+                      f'--model_dir={self.dir}/empty_model')
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn('dataset is empty', out.stderr)
+        self.assertNotIn('Traceback', out.stderr)
+
     def test_unknown_flag_value_is_rejected(self):
         out = cli.run('train.py', '--flagfile=configs/smoke.flags', '--precision=float8',
                       f'--model_dir={self.dir}/x')
