@@ -82,6 +82,23 @@ class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(manifest['flags'], {'seed': 0})
         self.assertGreater(manifest['seconds'], 0)
 
+    def test_wider_holdout_moves_hashed_train_images_to_val(self):
+        from preprocess.splits import split_by_hash
+        from tests.test_widerface import make_wider_root
+        root = make_wider_root(os.path.join(self.tmp, 'wider'))
+        config = self._config(sources=('wider',), wider_dir=root, wider_holdout=0.5)
+        manifest = record_sources.make_records(config)
+        val_ids = {r['source_id'].numpy().decode() for r in _read_split(self.out, 'val', 1)}
+        train_ids = {r['source_id'].numpy().decode() for r in _read_split(self.out, 'train', 2)}
+        self.assertEmpty(train_ids & val_ids)
+        self.assertNotEmpty(val_ids)
+        self.assertNotEmpty(train_ids)
+        for source_id in val_ids:
+            self.assertEqual(split_by_hash(source_id, val_fraction=0.5), 'val')
+        for source_id in train_ids:
+            self.assertEqual(split_by_hash(source_id, val_fraction=0.5), 'train')
+        self.assertEqual(manifest['images'], len(train_ids) + len(val_ids))
+
     def test_rerun_reuses_every_shard(self):
         first = record_sources.make_records(self._config())
         second = record_sources.make_records(self._config())
