@@ -64,6 +64,8 @@ def main(argv):
         _train()
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f'train.py: error: {e}')
+    except KeyboardInterrupt:
+        sys.exit(130)  # the loop saved a checkpoint and said how to resume
 
 
 def _train():
