@@ -22,9 +22,10 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
+from preprocess.items import IMAGE_EXTENSIONS  # noqa: E402
+
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models',
                              'facedet_default')
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 _MODEL = flags.DEFINE_string('model', None, 'Exported SavedModel dir (default: the pretrained '
                              'model in models/facedet_default).')

@@ -70,17 +70,16 @@ def _crop(example, y0, x0, crop_h, crop_w, output_size, min_face_px):
     size_px = (clipped[:, 2:] - clipped[:, :2]) * float(output_size)
     visible = tf.reduce_all(size_px > 0.0, axis=1)
     too_small = tf.reduce_any(size_px < min_face_px, axis=1)
-    keep = visible
     ignore = example['ignore'] | ~centre_inside | too_small
     # Landmarks that leave the crop are no longer reliable targets.
     lm_inside = tf.reduce_all((landmarks >= 0.0) & (landmarks <= 1.0), axis=1)
     result = dict(example)
     result.update({
         'image': out,
-        'boxes': tf.boolean_mask(clipped, keep),
-        'landmarks': tf.boolean_mask(landmarks, keep),
-        'landmarks_valid': tf.boolean_mask(example['landmarks_valid'] & lm_inside, keep),
-        'ignore': tf.boolean_mask(ignore, keep),
+        'boxes': tf.boolean_mask(clipped, visible),
+        'landmarks': tf.boolean_mask(landmarks, visible),
+        'landmarks_valid': tf.boolean_mask(example['landmarks_valid'] & lm_inside, visible),
+        'ignore': tf.boolean_mask(ignore, visible),
     })
     return result
 

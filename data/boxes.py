@@ -30,6 +30,12 @@ def normalized_to_xywh(boxes, height, width):
                      (b[:, 3] - b[:, 1]) * width, (b[:, 2] - b[:, 0]) * height], axis=-1)
 
 
+def xywh_to_xyxy(boxes_xywh):
+    """[N, 4] pixel [x, y, w, h] -> [N, 4] pixel [xmin, ymin, xmax, ymax] (float64)."""
+    b = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
+    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=-1)
+
+
 def landmarks_xy_to_normalized(points_xy, height, width):
     """[N, 5, 2] pixel (x, y) -> [N, 10] normalized (y, x) pairs."""
     p = np.asarray(points_xy, np.float32).reshape(-1, 5, 2)

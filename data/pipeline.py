@@ -42,9 +42,13 @@ def check_shards(files):
                          f'{files[0]}; check the manifest.json written next to them')
 
 
-def make_targets(example, image_size, strides, anchor_scale):
-    """Per-image target assignment (before batching, so no face-count padding is needed)."""
-    points, point_strides, level_sizes = anchor_lib.anchor_points(image_size, image_size, strides)
+def make_targets(example, image_size, anchors, anchor_scale):
+    """Per-image target assignment (before batching, so no face-count padding is needed).
+
+    anchors: (points, point_strides, level_sizes) from model.anchors.anchor_points for the
+    image_size square, computed once per dataset rather than once per image.
+    """
+    points, point_strides, level_sizes = anchors
     boxes_px = box_lib.to_pixels(example['boxes'], image_size, image_size)
     landmarks_px = example['landmarks'] * float(image_size)
     targets = target_lib.assign(points, point_strides, level_sizes, boxes_px, example['ignore'],
@@ -98,7 +102,8 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, strides=(8,
         def _augment(example):
             return augment.letterbox(example, image_size)
     ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.map(lambda e: make_targets(e, image_size, strides, anchor_scale),
+    anchors = anchor_lib.anchor_points(image_size, image_size, strides)
+    ds = ds.map(lambda e: make_targets(e, image_size, anchors, anchor_scale),
                 num_parallel_calls=tf.data.AUTOTUNE)
     # Targets have a fixed [P, ...] shape; the faces themselves (kept for validation AP) are
     # padded to the batch's largest count, with ``face_mask`` telling real from padding.

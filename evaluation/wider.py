@@ -34,13 +34,7 @@ from typing import Dict, Iterable, List
 
 import numpy as np
 
-from data.boxes import iou_matrix_np
-
-
-def xywh_to_xyxy(boxes_xywh) -> np.ndarray:
-    """[N, 4] pixel xywh -> [N, 4] pixel xyxy (float64)."""
-    b = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
-    return np.concatenate([b[:, :2], b[:, :2] + b[:, 2:]], axis=-1)
+from data.boxes import iou_matrix_np, xywh_to_xyxy
 
 
 def ignored_faces(gt_boxes, gt_ignore=None, min_face: float = 0.0) -> np.ndarray:

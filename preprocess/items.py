@@ -32,6 +32,10 @@ from data import boxes as box_lib
 from data.features import FaceRecord, encode_jpeg
 
 
+# File endings read as images when a folder is scanned (detect.py, folder negatives).
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+
 class SkipItem(Exception):
     """An item that cannot be written. ``reason`` is a short key counted in the manifest."""
 

@@ -26,10 +26,9 @@ from PIL import Image
 from preprocess import backgrounds
 from preprocess import items as items_lib
 from preprocess import synthetic
-from preprocess.items import RawItem, SkipItem
+from preprocess.items import IMAGE_EXTENSIONS, RawItem, SkipItem
 from preprocess.splits import split_by_hash
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 _MIN_CROP = 32
 
 
