@@ -72,7 +72,12 @@ def load_trained(model_dir, which='best'):
         config = DetectorConfig.from_json(f.read())
     model = build_detector(config)
     path = find_checkpoint(model_dir, which)
-    tf.train.Checkpoint(model=model).restore(path).expect_partial().assert_existing_objects_matched()
+    # Runs trained with --ema_decay > 0 keep averaged weights under 'ema': those are the ones
+    # validation scored, so they are the ones to ship.
+    names = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
+    key = 'ema' if 'ema' in names else 'model'
+    tf.train.Checkpoint(**{key: model}).restore(path).expect_partial() \
+        .assert_existing_objects_matched()
     return model, config, path
 
 

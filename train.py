@@ -49,8 +49,14 @@ _MIN_CROP = flags.DEFINE_float('min_crop', 0.3, 'Smallest random crop, in short 
 _MAX_CROP = flags.DEFINE_float('max_crop', 2.0, 'Largest random crop (>1 zooms out).')
 _SHUFFLE_BUFFER = flags.DEFINE_integer('shuffle_buffer', 1000, 'Records in the shuffle buffer.')
 _VAL_MIN_FACE = flags.DEFINE_float('val_min_face', 4.0,
-                                   'Faces under this many pixels (at --image_size) are ignored '
+                                   'Faces under this many pixels (at the validation size) are ignored '
                                    'by the validation AP.')
+_VAL_IMAGE_SIZE = flags.DEFINE_integer('val_image_size', 0,
+                                       'Validation images are letterboxed to this side '
+                                       '(multiple of 32); 0 = --image_size.')
+_EMA_DECAY = flags.DEFINE_float('ema_decay', 0.999,
+                                'Exponential moving average of the weights, used for '
+                                'validation and export; 0 turns it off.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):
@@ -77,6 +83,10 @@ def _train():
     size = _IMAGE_SIZE.value
     if size % 32:
         raise ValueError(f'--image_size must be a multiple of 32, got {size}')
+    if _VAL_IMAGE_SIZE.value % 32:
+        raise ValueError(f'--val_image_size must be a multiple of 32, got {_VAL_IMAGE_SIZE.value}')
+    if not 0.0 <= _EMA_DECAY.value < 1.0:
+        raise ValueError(f'--ema_decay must be in [0, 1), got {_EMA_DECAY.value}')
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     with open(os.path.join(_MODEL_DIR.value, 'flags.txt'), 'w') as f:
         f.write(flags.FLAGS.flags_into_string())
@@ -103,7 +113,7 @@ def _train():
         strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
         jit_compile=_JIT_COMPILE.value, crop_range=(_MIN_CROP.value, _MAX_CROP.value),
         shuffle_buffer=_SHUFFLE_BUFFER.value, val_min_face=_VAL_MIN_FACE.value,
-        seed=_SEED.value))
+        val_image_size=_VAL_IMAGE_SIZE.value, ema_decay=_EMA_DECAY.value, seed=_SEED.value))
 
 
 if __name__ == '__main__':

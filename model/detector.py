@@ -51,7 +51,7 @@ def _conv_bn(x, filters, kernel, stride, name):
 
 
 def _dw_block(x, filters, stride, name):
-    """Depthwise 3x3 + pointwise 1x1, with a residual when the shape allows."""
+    """Depthwise 3x3 + pointwise 1x1, with a residual when the shape allows (neck)."""
     inputs = x
     x = layers.DepthwiseConv2D(3, stride, padding='same', use_bias=False, name=name + '_dw')(x)
     x = layers.BatchNormalization(name=name + '_dw_bn')(x)
@@ -63,20 +63,47 @@ def _dw_block(x, filters, stride, name):
     return layers.ReLU(name=name + '_relu')(x)
 
 
+def _unit(x, filters, stride, name):
+    """One backbone unit with a single batch norm: pointwise 1x1 and depthwise 3x3, as in
+    YuNet's ConvDPUnit. A downsampling unit runs the depthwise (stride 2) first, so the
+    pointwise works at the lower resolution. Residual when the shape allows.
+
+    On CPUs these layers are memory-bound: every op reads and writes the whole feature map,
+    so fewer ops per unit (one BN, one ReLU) trains about twice as fast as a MobileNet
+    block with two of each (measured: 53 vs 23 images/s at 320 px, batch 32, 2 cores).
+    """
+    inputs = x
+    if stride == 2:
+        x = layers.DepthwiseConv2D(3, 2, padding='same', use_bias=False, name=name + '_dw')(x)
+        x = layers.Conv2D(filters, 1, use_bias=False, name=name + '_pw')(x)
+    else:
+        x = layers.Conv2D(filters, 1, use_bias=False, name=name + '_pw')(x)
+        x = layers.DepthwiseConv2D(3, 1, padding='same', use_bias=False, name=name + '_dw')(x)
+    x = layers.BatchNormalization(name=name + '_bn')(x)
+    if stride == 1 and inputs.shape[-1] == filters:
+        x = layers.Add(name=name + '_add')([inputs, x])
+    return layers.ReLU(name=name + '_relu')(x)
+
+
+STEM_CHANNELS = 24
+STAGES = ((48, 3), (64, 4), (96, 3))  # (channels, units) at strides 8, 16, 32
+
+
 def _backbone(x, width):
-    """Returns the stride-8, 16 and 32 feature maps."""
+    """Returns the stride-8, 16 and 32 feature maps.
+
+    The stem is a 4x4 convolution with stride 4 (a patch embedding): nothing runs at
+    stride 2, where each op would touch a feature map as large as the image itself.
+    """
     c = lambda n: _channels(n, width)  # noqa: E731
-    x = _conv_bn(x, c(16), 3, 2, 'stem')                          # /2
-    x = _dw_block(x, c(24), 2, 'b1a')                              # /4
-    x = _dw_block(x, c(24), 1, 'b1b')
-    x = _dw_block(x, c(40), 2, 'b2a')                              # /8
-    c3 = _dw_block(x, c(40), 1, 'b2b')
-    x = _dw_block(c3, c(64), 2, 'b3a')                             # /16
-    x = _dw_block(x, c(64), 1, 'b3b')
-    c4 = _dw_block(x, c(64), 1, 'b3c')
-    x = _dw_block(c4, c(96), 2, 'b4a')                             # /32
-    c5 = _dw_block(x, c(96), 1, 'b4b')
-    return [c3, c4, c5]
+    x = _conv_bn(x, c(STEM_CHANNELS), 4, 4, 'stem')                # /4
+    outputs = []
+    for level, (channels, units) in enumerate(STAGES):
+        x = _unit(x, c(channels), 2, f's{level}_0')                # /8, /16, /32
+        for i in range(1, units):
+            x = _unit(x, c(channels), 1, f's{level}_{i}')
+        outputs.append(x)
+    return outputs
 
 
 def _fpn(features, channels):

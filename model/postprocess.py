@@ -54,8 +54,10 @@ def detect(raw, input_height, input_width, strides=anchor_lib.DEFAULT_STRIDES,
 
     def nms_one(args):
         b, s, lm = args
-        idx, n = tf.image.non_max_suppression_padded(
-            b, s, max_detections, iou_threshold=iou_threshold,
+        # NonMaxSuppressionV4 is one C++ kernel (and a TFLite builtin); TF2's
+        # non_max_suppression_padded is a tiled TF loop made for TPUs, 4x slower on CPUs.
+        idx, n = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=b, scores=s, max_output_size=max_detections, iou_threshold=iou_threshold,
             score_threshold=score_threshold, pad_to_max_output_size=True)
         valid = tf.range(max_detections) < n
         mask = tf.cast(valid, tf.float32)

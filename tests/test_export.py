@@ -61,8 +61,15 @@ class ExportTest(tf.test.TestCase):
                     fan_in = np.prod(weights[0].shape[:2])
                 weights[0] = rng.normal(0, np.sqrt(2.0 / fan_in), weights[0].shape)
                 layer.set_weights(weights)
+        # Random deep nets saturate: scale each output column of the last layer so the raw
+        # outputs on a fixture image have a unit spread (varied scores, sane boxes).
         head = cls.model.get_layer('head_out')
         kernel, bias = head.get_weights()
+        probe = fixtures.make_face_record([[0.2, 0.2, 0.7, 0.6]], 64, 96, seed=9)
+        probe_image = tf.cast(tf.io.decode_jpeg(probe.encoded), tf.float32)[None]
+        raw = cls.model(probe_image).numpy()[0]
+        kernel = kernel / np.maximum(raw.std(axis=0), 1e-6)
+        bias[:] = 0.0
         bias[0] = -1.0
         head.set_weights([kernel, bias])
         cls.export_dir = os.path.join(cls.dir, 'saved_model')
@@ -160,6 +167,30 @@ class ExportTest(tf.test.TestCase):
                 self.assertTrue(0 <= x and x + w <= line['width'] + 1e-2)
                 self.assertTrue(0 <= y and y + h <= line['height'] + 1e-2)
         self.assertEqual(len(tf.io.gfile.glob(os.path.join(out_dir, '*.png'))), 3)
+
+    def test_scales_merge_duplicates_and_map_boxes_back(self):
+        from model import multiscale
+        signature = tf.saved_model.load(self.export_dir).signatures['detect_image']
+        pixels = np.array(Image.open(self.images[1]).convert('RGB'))
+        boxes, scores, landmarks = multiscale.run_scales(signature, pixels, [1.0])
+        self.assertGreater(len(scores), 0)
+        self.assertTrue(np.all(np.diff(scores) <= 0))
+        # The same scale twice: every box has an identical twin, which the merge removes.
+        boxes2, scores2, _ = multiscale.run_scales(signature, pixels, [1.0, 1.0])
+        self.assertAllClose(np.sort(scores2), np.sort(scores), atol=1e-6)
+        # Half the size: boxes come back in the original image's pixels.
+        half, _, _ = multiscale.run_scales(signature, pixels, [0.5])
+        h, w = pixels.shape[:2]
+        self.assertTrue(np.all(half[:, 0] + half[:, 2] <= w + 1e-2))
+        self.assertTrue(np.all(half[:, 1] + half[:, 3] <= h + 1e-2))
+        self.assertGreater(half[:, 2].max(), 0.25 * w)  # not left in the half-size frame
+        self.assertEqual(landmarks.shape, (len(scores), 10))
+
+    def test_bad_scales_are_a_clear_error(self):
+        result = cli.run('detect.py', f'--model={self.export_dir}', f'--input={self.images[0]}',
+                         '--scales=1,zero')
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("--scales: 'zero' is not a positive number", result.stderr)
 
     def test_detect_without_model_is_a_clear_error(self):
         result = cli.run('detect.py', f'--model={self.dir}/nope', f'--input={self.images[0]}')

@@ -44,6 +44,9 @@ class TrainSettings:
     crop_range: Tuple[float, float] = (0.3, 2.0)
     shuffle_buffer: int = 1000
     val_min_face: float = 4.0
+    val_image_size: int = 0      # letterbox side for validation; 0 = the training size
+    ema_decay: float = 0.999     # weight averaging; 0 turns it off
+    ema_warmup: int = 1000       # the decay ramps up over about this many steps
     seed: int = 0
 
 
@@ -130,7 +133,14 @@ def train(s: TrainSettings):
         optimizer = _optimizer(s)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
-        checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer)
+        # The averaged weights live in a second copy of the network: validation, the best
+        # checkpoint and export.py use it (see ema_update).
+        ema_model = build_detector(cfg) if s.ema_decay > 0 else None
+        if ema_model is not None:
+            ema_model.set_weights(model.get_weights())
+        trackables = {'ema': ema_model} if ema_model is not None else {}
+        checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer,
+                                         **trackables)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'checkpoints'),
                                          max_to_keep=3)
     best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'best'),
@@ -173,13 +183,15 @@ def train(s: TrainSettings):
     def train_step(batch):
         terms = strategy.run(step_fn, args=(batch,))
         step.assign_add(1)
+        if ema_model is not None:
+            ema_update(ema_model, model, step, s.ema_decay, s.ema_warmup)
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in terms.items()}
 
     writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
     val_writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'val'))
     progress = _Progress(s.train_steps, s.batch_size)
-    validate = make_validator(model, s, points, point_strides) if s.val_records else None
+    validate = make_validator(ema_model or model, s) if s.val_records else None
     metrics = {}
     current = start_step
     try:
@@ -219,6 +231,20 @@ def train(s: TrainSettings):
     return metrics
 
 
+def ema_update(ema_model, model, step, decay, warmup):
+    """ema = d * ema + (1 - d) * weights, for every weight including batch-norm statistics.
+
+    d = decay * (1 - exp(-step / warmup)) ramps up from 0, so the average does not drag the
+    random initial weights along (the rule of YOLOv5 and SCRFD's model EMA).
+    """
+    d = decay * (1.0 - tf.exp(-tf.cast(step, tf.float32) / float(warmup)))
+    for ema_w, w in zip(ema_model.weights, model.weights):
+        if tf.as_dtype(ema_w.dtype).is_floating:
+            ema_w.assign(d * ema_w + (1.0 - d) * tf.cast(w, ema_w.dtype))
+        else:
+            ema_w.assign(w)
+
+
 def _learning_rate(optimizer):
     inner = getattr(optimizer, 'inner_optimizer', optimizer)
     lr = inner.learning_rate
@@ -239,14 +265,19 @@ def _keep_best(best_manager, model_dir, step, metrics):
         json.dump({'step': step, **metrics}, f)
 
 
-def make_validator(model, s: TrainSettings, points, point_strides):
-    """Returns validate(): validation loss and AP@0.5 on letterboxed images at training size.
+def make_validator(model, s: TrainSettings):
+    """Returns validate(): validation loss and AP@0.5 on images letterboxed to
+    s.val_image_size (the training size when 0).
 
-    The tf.function is built once here, so validating every epoch does not retrace it.
+    Photos shrunk to a 320-px training size lose their small faces, so a larger validation
+    size ranks checkpoints closer to how the exported model (run at the image's own size)
+    will score. The tf.function is built once here, so validating every epoch does not
+    retrace it.
     """
     from evaluation import wider
 
-    size = s.config.image_size
+    size = s.val_image_size or s.config.image_size
+    points, point_strides, _ = anchor_lib.anchor_points(size, size, s.config.strides)
 
     @tf.function(reduce_retracing=True)
     def eval_step(images, targets):
