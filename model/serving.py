@@ -42,7 +42,10 @@ class Detector:
         """images: [B, H, W, 3] float32 0..255, one size for the batch."""
         shape = tf.shape(images)
         new_h, new_w = self._fit_size(shape[1], shape[2])
-        resized = tf.image.resize(tf.cast(images, tf.float32), [new_h, new_w])
+        images = tf.cast(images, tf.float32)
+        # Most photos need no resize; skipping it saves a pass over the image.
+        resized = tf.cond((new_h == shape[1]) & (new_w == shape[2]), lambda: images,
+                          lambda: tf.image.resize(images, [new_h, new_w]))
         batch = shape[0]
         sizes = tf.tile([[shape[1], shape[2]]], [batch, 1])
         fitted = tf.tile([[new_h, new_w]], [batch, 1])
