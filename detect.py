@@ -7,7 +7,8 @@ Usage:
 Writes <output>/detections.jsonl, one line per image:
   {"image": "<path as given>", "width": W, "height": H,
    "boxes": [[x, y, w, h], ...], "scores": [...], "landmarks": [[x0, y0, ..., x4, y4], ...]}
-(pixels of the image as displayed, EXIF rotation applied), and an annotated PNG per image
+(pixels of the image as displayed, EXIF rotation applied; no "landmarks" key when the
+model's facedet.json says its landmarks were never trained), and an annotated PNG per image
 (--max_pngs caps how many). Without --model, the pretrained default model is used when the
 project ships one (models/facedet_default). Unreadable images are reported and skipped.
 """
@@ -58,33 +59,45 @@ def list_images(path):
     return sorted(found)
 
 
-def detections_for(signature, pixels, score_threshold, scales=(1.0,)):
+def model_has_landmarks(model_dir):
+    """False when export.py wrote that the model's landmark outputs are untrained."""
+    path = os.path.join(model_dir, 'facedet.json')
+    if not os.path.exists(path):
+        return True
+    with open(path) as f:
+        return bool(json.load(f).get('landmarks', True))
+
+
+def detections_for(signature, pixels, score_threshold, scales=(1.0,), landmarks=True):
     """Runs the model on one RGB uint8 image; returns the JSONL fields."""
     import numpy as np
     from model.multiscale import run_scales
-    boxes, scores, landmarks = run_scales(signature, pixels, scales)
+    boxes, scores, points = run_scales(signature, pixels, scales)
     keep = scores >= score_threshold
-    boxes, landmarks = boxes[keep], landmarks[keep]
-    return {
+    result = {
         'width': int(pixels.shape[1]), 'height': int(pixels.shape[0]),
-        'boxes': np.round(boxes, 2).tolist(), 'scores': np.round(scores[keep], 4).tolist(),
-        'landmarks': np.round(landmarks, 2).tolist(),
+        'boxes': np.round(boxes[keep], 2).tolist(), 'scores': np.round(scores[keep], 4).tolist(),
     }
+    if landmarks:
+        result['landmarks'] = np.round(points[keep], 2).tolist()
+    return result
 
 
 def draw(pixels, result, path, threshold):
-    """Writes an annotated PNG: a box, the score and 5 landmark dots per face >= threshold."""
+    """Writes an annotated PNG: a box, the score and 5 landmark dots (if the result has them)
+    per face >= threshold."""
     from PIL import Image, ImageDraw
     image = Image.fromarray(pixels)
     pen = ImageDraw.Draw(image)
     width = max(1, round(max(image.size) / 300))
-    for (x, y, w, h), score, lm in zip(result['boxes'], result['scores'], result['landmarks']):
+    landmarks = result.get('landmarks') or [()] * len(result['boxes'])
+    for (x, y, w, h), score, lm in zip(result['boxes'], result['scores'], landmarks):
         if score < threshold:
             continue
         pen.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=width)
         pen.text((x + 2, max(0, y - 11)), f'{score:.2f}', fill=(0, 255, 0))
-        for i, colour in enumerate([(255, 0, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255),
-                                    (0, 255, 255)]):
+        colours = [(255, 0, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
+        for i, colour in enumerate(colours if len(lm) else []):
             px, py = lm[2 * i], lm[2 * i + 1]
             pen.ellipse([px - width, py - width, px + width, py + width], fill=colour)
     image.save(path)
@@ -107,6 +120,7 @@ def main(argv):
     import tensorflow as tf
     from preprocess.items import SkipItem, load_rgb
     signature = tf.saved_model.load(model_dir).signatures['detect_image']
+    landmarks = model_has_landmarks(model_dir)
     os.makedirs(_OUTPUT.value, exist_ok=True)
     jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')
     faces = skipped = pngs = 0
@@ -124,7 +138,7 @@ def main(argv):
                 skipped += 1
                 continue
             result = {'image': path, **detections_for(signature, pixels, _SCORE_THRESHOLD.value,
-                                                       scales)}
+                                                       scales, landmarks)}
             out.write(json.dumps(result) + '\n')
             faces += len(result['boxes'])
             if pngs < _MAX_PNGS.value:

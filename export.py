@@ -16,8 +16,12 @@ outputs (pixels of that N x N input) and NMS inside (TFLite's builtin NMS op).
 The network's shape comes from <model_dir>/model_config.json, written by train.py, so an
 export cannot disagree with its training run. --checkpoint=best takes the checkpoint with
 the best validation AP, latest the last one, or give a checkpoint path.
+
+<export_dir>/facedet.json records the network config, the checkpoint and whether the
+landmark outputs were trained (only if the training data had landmark labels).
 """
 
+import json
 import os
 import sys
 
@@ -25,6 +29,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
+
+MODEL_INFO = 'facedet.json'
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Training directory (train.py --model_dir).')
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.')
@@ -79,6 +85,27 @@ def load_trained(model_dir, which='best'):
     tf.train.Checkpoint(**{key: model}).restore(path).expect_partial() \
         .assert_existing_objects_matched()
     return model, config, path
+
+
+def landmarks_trained(checkpoint_path):
+    """Whether the checkpoint's training run saw landmark labels (train.py counts them).
+
+    Checkpoints from before that count existed are taken as trained.
+    """
+    import tensorflow as tf
+    for name, _ in tf.train.list_variables(checkpoint_path):
+        if name.startswith('landmark_points/'):
+            return float(tf.train.load_variable(checkpoint_path, name)) > 0
+    return True
+
+
+def write_model_info(export_dir, config, checkpoint_path, landmarks):
+    """<export_dir>/facedet.json: what detect.py and a reader need to know about the model."""
+    info = {'landmarks': bool(landmarks), 'checkpoint': checkpoint_path,
+            'config': json.loads(config.to_json())}
+    with open(os.path.join(export_dir, MODEL_INFO), 'w') as f:
+        json.dump(info, f, indent=2)
+    return info
 
 
 def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_threshold=0.4,
@@ -140,7 +167,12 @@ def main(argv):
     export(model, config, _EXPORT_DIR.value, max_side=_MAX_SIDE.value,
            score_threshold=_SCORE_THRESHOLD.value, iou_threshold=_IOU_THRESHOLD.value,
            max_detections=_MAX_DETECTIONS.value)
+    landmarks = landmarks_trained(path)
+    write_model_info(_EXPORT_DIR.value, config, path, landmarks)
     print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image)')
+    if not landmarks:
+        print('note: no landmark labels were in the training data; the landmark outputs are '
+              'untrained, and detect.py leaves them out')
     if _TFLITE_SIZE.value:
         tflite_path = os.path.join(_EXPORT_DIR.value, f'facedet_{_TFLITE_SIZE.value}.tflite')
         try:

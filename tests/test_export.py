@@ -186,6 +186,21 @@ class ExportTest(tf.test.TestCase):
         self.assertGreater(half[:, 2].max(), 0.25 * w)  # not left in the half-size frame
         self.assertEqual(landmarks.shape, (len(scores), 10))
 
+    def test_detect_leaves_out_untrained_landmarks(self):
+        import shutil
+        model_dir = os.path.join(self.dir, 'no_landmarks_model')
+        shutil.copytree(self.export_dir, model_dir)
+        with open(os.path.join(model_dir, 'facedet.json'), 'w') as f:
+            json.dump({'landmarks': False}, f)
+        out_dir = os.path.join(self.dir, 'detect_no_lmk')
+        result = cli.run('detect.py', f'--model={model_dir}', f'--input={self.images[1]}',
+                         f'--output={out_dir}', '--score_threshold=0.3')
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        line = json.loads(open(os.path.join(out_dir, 'detections.jsonl')).readline())
+        self.assertGreater(len(line['boxes']), 0)
+        self.assertNotIn('landmarks', line)
+        self.assertEqual(len(tf.io.gfile.glob(os.path.join(out_dir, '*.png'))), 1)
+
     def test_bad_scales_are_a_clear_error(self):
         result = cli.run('detect.py', f'--model={self.export_dir}', f'--input={self.images[0]}',
                          '--scales=1,zero')

@@ -51,6 +51,28 @@ class TrainTest(tf.test.TestCase):
         self.assertIn('step 4/4', second.stdout)
         self._assert_latest(model_dir, 'ckpt-4')
 
+    def test_landmark_labels_are_counted_for_export(self):
+        import export
+        records = [fixtures.make_face_record([[0.2, 0.2, 0.6, 0.5]], landmarks_valid=[False],
+                                             seed=i) for i in range(6)]
+        plain = fixtures.write_tiny_shards(os.path.join(self.dir, 'no_lmk'), records, 'train', 1)
+        for name, train_records, expected in [('no_lmk', plain, False),
+                                              ('lmk', self.train, True)]:
+            model_dir = os.path.join(self.dir, f'count_{name}')
+            out = cli.run('train.py', '--flagfile=configs/smoke.flags',
+                          f'--train_records={train_records}', f'--model_dir={model_dir}')
+            self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+            latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+            self.assertEqual(export.landmarks_trained(latest), expected, name)
+            # The averaged weights are saved beside the raw ones, and export takes them.
+            names = {n.split('/')[0] for n, _ in tf.train.list_variables(latest)}
+            self.assertIn('ema', names)
+            export_dir = os.path.join(self.dir, f'export_{name}')
+            out = cli.run('export.py', f'--model_dir={model_dir}', f'--export_dir={export_dir}')
+            self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+            info = json.load(open(os.path.join(export_dir, 'facedet.json')))
+            self.assertEqual(info['landmarks'], expected)
+
     def test_mirrored_on_two_cpu_devices_in_bfloat16(self):
         model_dir = os.path.join(self.dir, 'mirrored')
         out = self._train(model_dir, '--strategy=mirrored', '--cpu_devices=2',

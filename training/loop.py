@@ -133,6 +133,10 @@ def train(s: TrainSettings):
         optimizer = _optimizer(s)
         optimizer.build(model.trainable_variables)
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+        # How many positive points had landmark labels: export.py ships the landmark outputs
+        # only when the network was taught them (real-photo sets without landmarks teach
+        # nothing, and their landmark outputs are noise).
+        landmark_points = tf.Variable(0.0, trainable=False, name='landmark_points')
         # The averaged weights live in a second copy of the network: validation, the best
         # checkpoint and export.py use it (see ema_update).
         ema_model = build_detector(cfg) if s.ema_decay > 0 else None
@@ -140,7 +144,7 @@ def train(s: TrainSettings):
             ema_model.set_weights(model.get_weights())
         trackables = {'ema': ema_model} if ema_model is not None else {}
         checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer,
-                                         **trackables)
+                                         landmark_points=landmark_points, **trackables)
     manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'checkpoints'),
                                          max_to_keep=3)
     best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'best'),
@@ -177,12 +181,13 @@ def train(s: TrainSettings):
         variables = model.trainable_variables
         grads = tape.gradient(loss, variables)
         optimizer.apply(grads, variables)
-        return terms
+        return terms, tf.reduce_sum(batch['targets']['landmark_weight'])
 
     @tf.function(jit_compile=s.jit_compile)
     def train_step(batch):
-        terms = strategy.run(step_fn, args=(batch,))
+        terms, labelled = strategy.run(step_fn, args=(batch,))
         step.assign_add(1)
+        landmark_points.assign_add(strategy.reduce(tf.distribute.ReduceOp.SUM, labelled, axis=None))
         if ema_model is not None:
             ema_update(ema_model, model, step, s.ema_decay, s.ema_warmup)
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
