@@ -12,3 +12,10 @@ def run(script, *args, timeout=600):
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3')
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def start(script, *args, env=None):
+    """Starts `python <script> args...` without waiting; returns the Popen (text pipes)."""
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3', **(env or {}))
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -82,6 +82,37 @@ class TrainTest(tf.test.TestCase):
         self.assertRegex(out.stdout, r'step 2/2 loss \d+\.\d+')
         self.assertTrue(os.path.exists(os.path.join(model_dir, 'checkpoints', 'ckpt-2.index')))
 
+    def test_multi_worker_on_localhost_ports(self):
+        import socket
+        ports = []
+        for _ in range(2):
+            with socket.socket() as sock:
+                sock.bind(('localhost', 0))
+                ports.append(sock.getsockname()[1])
+        cluster = {'worker': [f'localhost:{p}' for p in ports]}
+        model_dir = os.path.join(self.dir, 'multi_worker')
+        workers = [cli.start('train.py', '--flagfile=configs/smoke.flags',
+                             f'--train_records={self.train}', f'--val_records={self.val}',
+                             f'--model_dir={model_dir}', '--strategy=multi_worker',
+                             env={'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {
+                                 'type': 'worker', 'index': i}})})
+                   for i in range(2)]
+        outputs = []
+        for worker in workers:
+            try:
+                outputs.append(worker.communicate(timeout=600))
+            finally:
+                worker.kill()
+        for worker, (stdout, stderr) in zip(workers, outputs):
+            self.assertEqual(worker.returncode, 0, stderr[-3000:])
+            self.assertIn('step 2/2', stdout)
+        # The chief (worker 0) validates and writes model_dir; worker 1 writes its own copy.
+        self.assertIn('validation at step 2', outputs[0][0])
+        self.assertNotIn('validation at step', outputs[1][0])
+        self._assert_latest(model_dir, 'ckpt-2')
+        self._assert_latest(os.path.join(model_dir, 'workers', 'worker_1'), 'ckpt-2')
+        self.assertTrue(os.path.exists(os.path.join(model_dir, 'best', 'best.json')))
+
     def test_mixed_float16_builds_loss_scaling(self):
         # On CPU float16 is slow but must still run and stay finite.
         out = self._train(os.path.join(self.dir, 'fp16'), '--precision=mixed_float16',

@@ -145,13 +145,19 @@ def train(s: TrainSettings):
         trackables = {'ema': ema_model} if ema_model is not None else {}
         checkpoint = tf.train.Checkpoint(step=step, model=model, optimizer=optimizer,
                                          landmark_points=landmark_points, **trackables)
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'checkpoints'),
+    # Every worker of a cluster must save (saving reads the distributed variables), but only
+    # the chief writes model_dir; the others write to model_dir/workers/<task>. All resume
+    # from the chief's checkpoints.
+    out_dir, is_chief = _writer_dir(strategy, s.model_dir)
+    chief_checkpoints = os.path.join(s.model_dir, 'checkpoints')
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, 'checkpoints'),
                                          max_to_keep=3)
-    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(s.model_dir, 'best'),
+    best_manager = tf.train.CheckpointManager(checkpoint, os.path.join(out_dir, 'best'),
                                               max_to_keep=1)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f'resumed from {manager.latest_checkpoint} at step {int(step.numpy())}', flush=True)
+    resume_from = tf.train.latest_checkpoint(chief_checkpoints)
+    if resume_from:
+        checkpoint.restore(resume_from).assert_existing_objects_matched()
+        print(f'resumed from {resume_from} at step {int(step.numpy())}', flush=True)
     start_step = int(step.numpy())
     if start_step >= s.train_steps:
         print(f'already trained to step {start_step} (--train_steps={s.train_steps})', flush=True)
@@ -193,10 +199,15 @@ def train(s: TrainSettings):
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
                 for k, v in terms.items()}
 
-    writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
-    val_writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'val'))
+    if is_chief:
+        writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
+        val_writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'val'))
+    else:
+        writer = val_writer = tf.summary.create_noop_writer()
     progress = _Progress(s.train_steps, s.batch_size)
-    validate = make_validator(ema_model or model, s) if s.val_records else None
+    # Validation runs outside the distributed step, on the chief only; the other workers wait
+    # for it at their next collective.
+    validate = make_validator(ema_model or model, s) if s.val_records and is_chief else None
     metrics = {}
     current = start_step
     try:
@@ -215,7 +226,7 @@ def train(s: TrainSettings):
                     tf.summary.scalar('learning_rate', _learning_rate(optimizer))
             if current % s.checkpoint_every == 0:
                 manager.save(checkpoint_number=current)
-            if s.val_records and (current % s.steps_per_epoch == 0 or current == s.train_steps):
+            if validate and (current % s.steps_per_epoch == 0 or current == s.train_steps):
                 metrics = validate()
                 print(f'validation at step {current}: ' +
                       ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()), flush=True)
@@ -234,6 +245,22 @@ def train(s: TrainSettings):
     val_writer.flush()
     print(f'checkpoints: {manager.directory}  tensorboard --logdir={s.model_dir}', flush=True)
     return metrics
+
+
+def _writer_dir(strategy, model_dir):
+    """(directory this process writes, whether it is the chief) for the strategy's cluster.
+
+    The chief is the 'chief' task, or worker 0 of a cluster without one (TF's convention).
+    """
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    task_type = getattr(resolver, 'task_type', None)
+    if not task_type:
+        return model_dir, True
+    task_id = resolver.task_id
+    cluster = resolver.cluster_spec().as_dict()
+    if task_type == 'chief' or (task_type == 'worker' and task_id == 0 and 'chief' not in cluster):
+        return model_dir, True
+    return os.path.join(model_dir, 'workers', f'{task_type}_{task_id}'), False
 
 
 def ema_update(ema_model, model, step, decay, warmup):
