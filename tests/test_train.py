@@ -51,6 +51,21 @@ class TrainTest(tf.test.TestCase):
         self.assertIn('step 4/4', second.stdout)
         self._assert_latest(model_dir, 'ckpt-4')
 
+    def test_resume_without_weight_average_in_the_checkpoint(self):
+        # A run without EMA (or from before it existed) resumes with EMA on: the average
+        # starts from the restored weights instead of failing on the missing object.
+        model_dir = os.path.join(self.dir, 'no_ema')
+        first = self._train(model_dir, '--ema_decay=0', '--val_records=')
+        self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+        self.assertNotIn('ema', {n.split('/')[0] for n, _ in tf.train.list_variables(latest)})
+        second = self._train(model_dir, '--train_steps=3', '--val_records=')
+        self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+        self.assertIn('resumed from', second.stdout)
+        self._assert_latest(model_dir, 'ckpt-3')
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+        self.assertIn('ema', {n.split('/')[0] for n, _ in tf.train.list_variables(latest)})
+
     def test_landmark_labels_are_counted_for_export(self):
         import export
         records = [fixtures.make_face_record([[0.2, 0.2, 0.6, 0.5]], landmarks_valid=[False],

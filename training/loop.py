@@ -156,7 +156,7 @@ def train(s: TrainSettings):
                                               max_to_keep=1)
     resume_from = tf.train.latest_checkpoint(chief_checkpoints)
     if resume_from:
-        checkpoint.restore(resume_from).assert_existing_objects_matched()
+        _restore(resume_from, step, model, optimizer, ema_model, landmark_points)
         print(f'resumed from {resume_from} at step {int(step.numpy())}', flush=True)
     start_step = int(step.numpy())
     if start_step >= s.train_steps:
@@ -245,6 +245,26 @@ def train(s: TrainSettings):
     val_writer.flush()
     print(f'checkpoints: {manager.directory}  tensorboard --logdir={s.model_dir}', flush=True)
     return metrics
+
+
+def _restore(path, step, model, optimizer, ema_model, landmark_points):
+    """Restores a checkpoint; the network, optimizer and step must all be in it. The weight
+    average and the landmark count may be missing (checkpoints written before they
+    existed): the average then starts from the restored weights, the count from zero.
+    """
+    tf.train.Checkpoint(step=step, model=model, optimizer=optimizer).restore(path) \
+        .expect_partial().assert_existing_objects_matched()
+    saved = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
+    extras = {'landmark_points': landmark_points}
+    if ema_model is not None:
+        if 'ema' in saved:
+            extras['ema'] = ema_model
+        else:
+            ema_model.set_weights(model.get_weights())
+    extras = {k: v for k, v in extras.items() if k in saved}
+    if extras:
+        tf.train.Checkpoint(**extras).restore(path).expect_partial() \
+            .assert_existing_objects_matched()
 
 
 def _writer_dir(strategy, model_dir):
