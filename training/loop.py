@@ -207,7 +207,8 @@ def train(s: TrainSettings):
     progress = _Progress(s.train_steps, s.batch_size)
     # Validation runs outside the distributed step, on the chief only; the other workers wait
     # for it at their next collective.
-    validate = make_validator(ema_model or model, s) if s.val_records and is_chief else None
+    validator_model = ema_model if ema_model is not None else model
+    validate = make_validator(validator_model, s) if s.val_records and is_chief else None
     metrics = {}
     current = start_step
     try:
