@@ -75,7 +75,8 @@ class TrainTest(tf.test.TestCase):
                                               ('lmk', self.train, True)]:
             model_dir = os.path.join(self.dir, f'count_{name}')
             out = cli.run('train.py', '--flagfile=configs/smoke.flags',
-                          f'--train_records={train_records}', f'--model_dir={model_dir}')
+                          f'--train_records={train_records}', f'--model_dir={model_dir}',
+                          '--val_records=')
             self.assertEqual(out.returncode, 0, out.stderr[-3000:])
             latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
             self.assertEqual(export.landmarks_trained(latest), expected, name)
