@@ -44,6 +44,10 @@ _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 1, 'Split the CPU into N logi
 _JIT_COMPILE = flags.DEFINE_boolean('jit_compile', False, 'XLA-compile the train step.')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier of the network.')
 _NECK_CHANNELS = flags.DEFINE_integer('neck_channels', 48, 'FPN/head channels (before width).')
+_STAGE_CHANNELS = flags.DEFINE_list('stage_channels', ['48', '64', '96'],
+                                    'Backbone channels at strides 8,16,32 (before width).')
+_STAGE_UNITS = flags.DEFINE_list('stage_units', ['3', '4', '3'],
+                                 'Backbone units (blocks) at strides 8,16,32.')
 _ANCHOR_SCALE = flags.DEFINE_float('anchor_scale', 4.0, 'Anchor side in strides (assignment).')
 _MIN_CROP = flags.DEFINE_float('min_crop', 0.3, 'Smallest random crop, in short sides.')
 _MAX_CROP = flags.DEFINE_float('max_crop', 2.0, 'Largest random crop (>1 zooms out).')
@@ -87,11 +91,21 @@ def _train():
         raise ValueError(f'--val_image_size must be a multiple of 32, got {_VAL_IMAGE_SIZE.value}')
     if not 0.0 <= _EMA_DECAY.value < 1.0:
         raise ValueError(f'--ema_decay must be in [0, 1), got {_EMA_DECAY.value}')
+    try:
+        stage_channels = tuple(int(v) for v in _STAGE_CHANNELS.value)
+        stage_units = tuple(int(v) for v in _STAGE_UNITS.value)
+    except ValueError as e:
+        raise ValueError(f'--stage_channels and --stage_units take integers: {e}') from None
+    if len(stage_channels) != 3 or len(stage_units) != 3 or min(stage_channels + stage_units) < 1:
+        raise ValueError('--stage_channels and --stage_units take 3 positive integers each '
+                         f'(strides 8, 16, 32), got {_STAGE_CHANNELS.value} and '
+                         f'{_STAGE_UNITS.value}')
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     with open(os.path.join(_MODEL_DIR.value, 'flags.txt'), 'w') as f:
         f.write(flags.FLAGS.flags_into_string())
 
     config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
+                            stage_channels=stage_channels, stage_units=stage_units,
                             anchor_scale=_ANCHOR_SCALE.value, image_size=size)
     config_path = os.path.join(_MODEL_DIR.value, 'model_config.json')
     if os.path.exists(config_path):

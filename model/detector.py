@@ -27,6 +27,10 @@ class DetectorConfig:
     """Everything needed to rebuild the same network (saved as model_config.json)."""
     width: float = 1.0           # channel multiplier
     neck_channels: int = 48
+    # Backbone channels and units at strides 8, 16 and 32 (before width). Configs written
+    # before these fields existed load with the defaults, which is the network they describe.
+    stage_channels: tuple = (48, 64, 96)
+    stage_units: tuple = (3, 4, 3)
     strides: tuple = DEFAULT_STRIDES
     anchor_scale: float = 4.0    # anchor box side = anchor_scale * stride (for assignment)
     image_size: int = 256        # training crop side; inference runs at any multiple of 32
@@ -37,7 +41,9 @@ class DetectorConfig:
     @classmethod
     def from_json(cls, text):
         values = json.loads(text)
-        values['strides'] = tuple(values['strides'])
+        for key in ('strides', 'stage_channels', 'stage_units'):
+            if key in values:
+                values[key] = tuple(values[key])
         return cls(**values)
 
 
@@ -99,19 +105,18 @@ def _unit(x, filters, stride, name, folded=False):
 
 
 STEM_CHANNELS = 24
-STAGES = ((48, 3), (64, 4), (96, 3))  # (channels, units) at strides 8, 16, 32
 
 
-def _backbone(x, width, folded=False):
+def _backbone(x, config, folded=False):
     """Returns the stride-8, 16 and 32 feature maps.
 
     The stem is a 4x4 convolution with stride 4 (a patch embedding): nothing runs at
     stride 2, where each op would touch a feature map as large as the image itself.
     """
-    c = lambda n: _channels(n, width)  # noqa: E731
+    c = lambda n: _channels(n, config.width)  # noqa: E731
     x = _conv_bn(x, c(STEM_CHANNELS), 4, 4, 'stem', folded)       # /4
     outputs = []
-    for level, (channels, units) in enumerate(STAGES):
+    for level, (channels, units) in enumerate(zip(config.stage_channels, config.stage_units)):
         x = _unit(x, c(channels), 2, f's{level}_0', folded)        # /8, /16, /32
         for i in range(1, units):
             x = _unit(x, c(channels), 1, f's{level}_{i}', folded)
@@ -137,10 +142,14 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
     """
     if tuple(config.strides) != DEFAULT_STRIDES:
         raise ValueError(f'strides must be {DEFAULT_STRIDES}, got {config.strides}')
+    if len(config.stage_channels) != 3 or len(config.stage_units) != 3 or min(
+            config.stage_units) < 1 or min(config.stage_channels) < 1:
+        raise ValueError('stage_channels and stage_units need 3 positive values each (strides '
+                         f'8, 16, 32), got {config.stage_channels} and {config.stage_units}')
     images = keras.Input([None, None, 3], name='images')
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name='normalize')(images)
     channels = _channels(config.neck_channels, config.width)
-    features = _fpn(_backbone(x, config.width, folded), channels, folded)
+    features = _fpn(_backbone(x, config, folded), channels, folded)
 
     # One head shared by all levels: distances are in units of the level's stride, so the
     # same weights serve every scale (as in FCOS, GFL and SCRFD). Batch norm stays per level

@@ -36,6 +36,29 @@ class DetectorTest(tf.test.TestCase):
         self.assertGreater(np.abs(expected).max(), 1.0)
         self.assertAllClose(folded(images).numpy(), expected, atol=1e-4, rtol=1e-4)
 
+    def test_stage_config_builds_that_network_and_survives_json(self):
+        config = DetectorConfig(stage_channels=(16, 24, 32), stage_units=(1, 2, 1),
+                                neck_channels=16)
+        model = build_detector(config)
+        self.assertEqual(model.get_layer('s2_0_pw').filters, 32)
+        self.assertEqual([l.name for l in model.layers if l.name.startswith('s1_')][-1],
+                         's1_1_relu')
+        self.assertLess(model.count_params(), build_detector(DetectorConfig()).count_params())
+        self.assertEqual(DetectorConfig.from_json(config.to_json()), config)
+
+    def test_config_written_before_stage_fields_loads_the_original_network(self):
+        old = '{"width": 1.0, "neck_channels": 48, "strides": [8, 16, 32], ' \
+              '"anchor_scale": 4.0, "image_size": 320}'
+        config = DetectorConfig.from_json(old)
+        self.assertEqual(config.stage_channels, (48, 64, 96))
+        self.assertEqual(config.stage_units, (3, 4, 3))
+
+    def test_bad_stage_config_is_a_clear_error(self):
+        with self.assertRaisesRegex(ValueError, 'stage_channels and stage_units'):
+            build_detector(DetectorConfig(stage_channels=(16, 24)))
+        with self.assertRaisesRegex(ValueError, 'stage_channels and stage_units'):
+            build_detector(DetectorConfig(stage_units=(1, 0, 1)))
+
 
 if __name__ == '__main__':
     tf.test.main()

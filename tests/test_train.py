@@ -170,6 +170,15 @@ class TrainTest(tf.test.TestCase):
         self.assertIn('precision', out.stderr)
         self.assertNotIn('Traceback', out.stderr)
 
+    def test_bad_stage_flags_are_a_clear_error(self):
+        for flag in ('--stage_channels=32,64', '--stage_units=2,x,2', '--stage_units=2,0,2'):
+            out = cli.run('train.py', '--flagfile=configs/smoke.flags', flag,
+                          f'--train_records={self.train}', f'--model_dir={self.dir}/stages')
+            self.assertNotEqual(out.returncode, 0, flag)
+            self.assertIn('--stage_', out.stderr, flag)
+            self.assertNotIn('Traceback', out.stderr, flag)
+        self.assertFalse(os.path.exists(f'{self.dir}/stages/model_config.json'))
+
 
 if __name__ == '__main__':
     tf.test.main()
