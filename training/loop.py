@@ -343,13 +343,11 @@ def make_validator(model, s: TrainSettings):
     def validate():
         ds = pipeline.build_dataset(s.val_records, s.batch_size, size, False,
                                     strides=s.config.strides, anchor_scale=s.config.anchor_scale)
-        totals, batches = {}, 0
+        batch_terms = []
         accumulator = wider.Accumulator(iou_threshold=0.5, min_face=s.val_min_face)
         for batch in ds:
             terms, dets = eval_step(batch['image'], batch['targets'])
-            for k, v in terms.items():
-                totals[k] = totals.get(k, 0.0) + float(v)
-            batches += 1
+            batch_terms.append({k: float(v) for k, v in terms.items()})
             for i in range(int(tf.shape(batch['image'])[0])):
                 mask = batch['face_mask'][i].numpy()
                 n = int(dets['num_detections'][i])
@@ -358,11 +356,25 @@ def make_validator(model, s: TrainSettings):
                     det_boxes=_xywh(dets['boxes'][i, :n].numpy(), size),
                     det_scores=dets['scores'][i, :n].numpy(),
                     gt_ignore=batch['ignore'][i].numpy()[mask])
-        metrics = {k: v / max(batches, 1) for k, v in totals.items() if k != 'num_positive'}
+        metrics = pool_losses(batch_terms)
         metrics['ap50'] = accumulator.result().ap
         return metrics
 
     return validate
+
+
+def pool_losses(batch_terms):
+    """Validation losses per positive point over the whole set.
+
+    Each batch's terms are normalized by its own positives (at least 1), so a plain mean of
+    batches lets a batch of face-free photos, divided by 1, outweigh everything else. Each
+    batch is weighted by its positives instead (the landmark term too, an approximation:
+    it is normalized by landmark-labelled positives).
+    """
+    weights = [max(t['num_positive'], 1.0) for t in batch_terms]
+    total = max(sum(weights), 1.0)
+    keys = [k for k in (batch_terms[0] if batch_terms else {}) if k != 'num_positive']
+    return {k: sum(w * t[k] for w, t in zip(weights, batch_terms)) / total for k in keys}
 
 
 def _xywh(boxes, size):
