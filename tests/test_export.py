@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 import export
-from model.detector import DetectorConfig, build_detector
+from model.detector import DetectorConfig, build_detector, fold_batch_norms
 from tests import cli
 from tests import fixtures
 
@@ -115,6 +115,13 @@ class ExportTest(tf.test.TestCase):
         # batch, a smaller image is padded to the batch's largest, which changes its border).
         self.assertEqual(int(got['flt_num_detections'][0]), int(got['one_num_detections'][0]))
         self._assert_same_detections(_rows(got, 'flt_', 0), _rows(got, 'one_', 0))
+
+    def test_each_weight_is_stored_once(self):
+        stored = sum(int(np.prod(shape)) for name, shape in tf.train.list_variables(
+            os.path.join(self.export_dir, 'variables', 'variables')) if shape)
+        # The folded network: batch norms are merged away, so fewer than the trained model.
+        folded = fold_batch_norms(self.model, DetectorConfig(image_size=64)).count_params()
+        self.assertEqual(stored, folded)
 
     def test_boxes_are_in_original_pixels(self):
         data = [open(p, 'rb').read() for p in self.images]
