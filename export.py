@@ -121,7 +121,7 @@ def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_th
                         iou_threshold=iou_threshold, max_detections=max_detections)
     # No archive.track(model): the endpoints capture the weights themselves, and track() would
     # store every weight a second time under another name (keras-team/keras#23553; 2.5 MB
-    # instead of 1.6 MB for the default model). The TFLite path below keeps track(), as its
+    # instead of 1.4 MB for the default model). The TFLite path below keeps track(), as its
     # conversion test (no NaN, same outputs) was written against.
     archive = keras.export.ExportArchive()
     archive.add_endpoint('serving_default', detector.detect_encoded,

@@ -96,17 +96,14 @@ def _train():
         stage_units = tuple(int(v) for v in _STAGE_UNITS.value)
     except ValueError as e:
         raise ValueError(f'--stage_channels and --stage_units take integers: {e}') from None
-    if len(stage_channels) != 3 or len(stage_units) != 3 or min(stage_channels + stage_units) < 1:
-        raise ValueError('--stage_channels and --stage_units take 3 positive integers each '
-                         f'(strides 8, 16, 32), got {_STAGE_CHANNELS.value} and '
-                         f'{_STAGE_UNITS.value}')
+    # Checks the stages (DetectorConfig.__post_init__) before anything is written.
+    config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
+                            stage_channels=stage_channels, stage_units=stage_units,
+                            anchor_scale=_ANCHOR_SCALE.value, image_size=size)
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     with open(os.path.join(_MODEL_DIR.value, 'flags.txt'), 'w') as f:
         f.write(flags.FLAGS.flags_into_string())
 
-    config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
-                            stage_channels=stage_channels, stage_units=stage_units,
-                            anchor_scale=_ANCHOR_SCALE.value, image_size=size)
     config_path = os.path.join(_MODEL_DIR.value, 'model_config.json')
     if os.path.exists(config_path):
         saved = DetectorConfig.from_json(open(config_path).read())

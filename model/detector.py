@@ -35,6 +35,13 @@ class DetectorConfig:
     anchor_scale: float = 4.0    # anchor box side = anchor_scale * stride (for assignment)
     image_size: int = 256        # training crop side; inference runs at any multiple of 32
 
+    def __post_init__(self):
+        stages = tuple(self.stage_channels) + tuple(self.stage_units)
+        if len(self.stage_channels) != 3 or len(self.stage_units) != 3 or min(stages) < 1:
+            raise ValueError('stage_channels and stage_units need 3 positive integers each '
+                             f'(strides 8, 16, 32), got {self.stage_channels} and '
+                             f'{self.stage_units}')
+
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2)
 
@@ -142,10 +149,6 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
     """
     if tuple(config.strides) != DEFAULT_STRIDES:
         raise ValueError(f'strides must be {DEFAULT_STRIDES}, got {config.strides}')
-    if len(config.stage_channels) != 3 or len(config.stage_units) != 3 or min(
-            config.stage_units) < 1 or min(config.stage_channels) < 1:
-        raise ValueError('stage_channels and stage_units need 3 positive values each (strides '
-                         f'8, 16, 32), got {config.stage_channels} and {config.stage_units}')
     images = keras.Input([None, None, 3], name='images')
     x = layers.Rescaling(1 / 127.5, offset=-1.0, name='normalize')(images)
     channels = _channels(config.neck_channels, config.width)

@@ -55,9 +55,9 @@ class DetectorTest(tf.test.TestCase):
 
     def test_bad_stage_config_is_a_clear_error(self):
         with self.assertRaisesRegex(ValueError, 'stage_channels and stage_units'):
-            build_detector(DetectorConfig(stage_channels=(16, 24)))
+            DetectorConfig(stage_channels=(16, 24))
         with self.assertRaisesRegex(ValueError, 'stage_channels and stage_units'):
-            build_detector(DetectorConfig(stage_units=(1, 0, 1)))
+            DetectorConfig.from_json('{"stage_units": [1, 0, 1]}')
 
 
 if __name__ == '__main__':

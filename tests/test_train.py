@@ -175,7 +175,7 @@ class TrainTest(tf.test.TestCase):
             out = cli.run('train.py', '--flagfile=configs/smoke.flags', flag,
                           f'--train_records={self.train}', f'--model_dir={self.dir}/stages')
             self.assertNotEqual(out.returncode, 0, flag)
-            self.assertIn('--stage_', out.stderr, flag)
+            self.assertIn('stage_', out.stderr, flag)
             self.assertNotIn('Traceback', out.stderr, flag)
         self.assertFalse(os.path.exists(f'{self.dir}/stages/model_config.json'))
 
