@@ -54,3 +54,18 @@ def detection_loss(raw, targets, points, point_strides):
     total = cls_loss + BOX_WEIGHT * box_loss + LANDMARK_WEIGHT * lm_loss
     return {'loss': total, 'cls': cls_loss, 'box': box_loss, 'landmarks': lm_loss,
             'num_positive': tf.reduce_sum(positive)}
+
+
+def pool_batch_losses(batch_terms):
+    """Losses per positive point over several batches (validation), from detection_loss's
+    per-batch terms.
+
+    Each batch's terms are normalized by its own positives (at least 1), so a plain mean of
+    batches lets a batch of face-free photos, divided by 1, outweigh everything else. Each
+    batch is weighted by its positives instead (the landmark term too, an approximation:
+    it is normalized by landmark-labelled positives).
+    """
+    weights = [max(t['num_positive'], 1.0) for t in batch_terms]
+    total = max(sum(weights), 1.0)
+    keys = [k for k in (batch_terms[0] if batch_terms else {}) if k != 'num_positive']
+    return {k: sum(w * t[k] for w, t in zip(weights, batch_terms)) / total for k in keys}

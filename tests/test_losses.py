@@ -45,14 +45,13 @@ class LossesTest(tf.test.TestCase):
         self.assertLess(float(good_loss['loss']), float(bad_loss['loss']))
 
     def test_validation_losses_pool_over_positives(self):
-        from training.loop import pool_losses
         # A face-free batch is normalized by 1 positive: it must not dominate the average.
-        pooled = pool_losses([{'cls': 0.2, 'box': 0.4, 'num_positive': 100.0},
-                              {'cls': 5.0, 'box': 0.0, 'num_positive': 0.0}])
+        pooled = losses.pool_batch_losses([{'cls': 0.2, 'box': 0.4, 'num_positive': 100.0},
+                                           {'cls': 5.0, 'box': 0.0, 'num_positive': 0.0}])
         self.assertAlmostEqual(pooled['cls'], (0.2 * 100 + 5.0) / 101)
         self.assertAlmostEqual(pooled['box'], 0.4 * 100 / 101)
         self.assertNotIn('num_positive', pooled)
-        self.assertEqual(pool_losses([]), {})
+        self.assertEqual(losses.pool_batch_losses([]), {})
 
 
 if __name__ == '__main__':

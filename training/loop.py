@@ -356,25 +356,11 @@ def make_validator(model, s: TrainSettings):
                     det_boxes=_xywh(dets['boxes'][i, :n].numpy(), size),
                     det_scores=dets['scores'][i, :n].numpy(),
                     gt_ignore=batch['ignore'][i].numpy()[mask])
-        metrics = pool_losses(batch_terms)
+        metrics = losses.pool_batch_losses(batch_terms)
         metrics['ap50'] = accumulator.result().ap
         return metrics
 
     return validate
-
-
-def pool_losses(batch_terms):
-    """Validation losses per positive point over the whole set.
-
-    Each batch's terms are normalized by its own positives (at least 1), so a plain mean of
-    batches lets a batch of face-free photos, divided by 1, outweigh everything else. Each
-    batch is weighted by its positives instead (the landmark term too, an approximation:
-    it is normalized by landmark-labelled positives).
-    """
-    weights = [max(t['num_positive'], 1.0) for t in batch_terms]
-    total = max(sum(weights), 1.0)
-    keys = [k for k in (batch_terms[0] if batch_terms else {}) if k != 'num_positive']
-    return {k: sum(w * t[k] for w, t in zip(weights, batch_terms)) / total for k in keys}
 
 
 def _xywh(boxes, size):
