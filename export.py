@@ -49,56 +49,6 @@ _TFLITE_SIZE = flags.DEFINE_integer(
 flags.mark_flags_as_required(['model_dir', 'export_dir'])
 
 
-def find_checkpoint(model_dir, which='best'):
-    """Resolves 'best' (falls back to latest), 'latest' or a path to a checkpoint prefix."""
-    import tensorflow as tf
-    if which not in ('best', 'latest'):
-        if not tf.io.gfile.exists(which + '.index'):
-            raise FileNotFoundError(f'no checkpoint at {which}')
-        return which
-    path = None
-    if which == 'best':
-        path = tf.train.latest_checkpoint(os.path.join(model_dir, 'best'))
-    path = path or tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
-    if not path:
-        raise FileNotFoundError(f'no checkpoint in {model_dir}: train first with train.py '
-                                f'--model_dir={model_dir}')
-    return path
-
-
-def load_trained(model_dir, which='best'):
-    """Rebuilds the network from model_config.json and restores its weights."""
-    import tensorflow as tf
-    from model.detector import DetectorConfig, build_detector
-    config_path = os.path.join(model_dir, 'model_config.json')
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f'{config_path} is missing: is {model_dir} a train.py '
-                                '--model_dir?')
-    with open(config_path) as f:
-        config = DetectorConfig.from_json(f.read())
-    model = build_detector(config)
-    path = find_checkpoint(model_dir, which)
-    # Runs trained with --ema_decay > 0 keep averaged weights under 'ema': those are the ones
-    # validation scored, so they are the ones to ship.
-    names = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
-    key = 'ema' if 'ema' in names else 'model'
-    tf.train.Checkpoint(**{key: model}).restore(path).expect_partial() \
-        .assert_existing_objects_matched()
-    return model, config, path
-
-
-def landmarks_trained(checkpoint_path):
-    """Whether the checkpoint's training run saw landmark labels (train.py counts them).
-
-    Checkpoints from before that count existed are taken as trained.
-    """
-    import tensorflow as tf
-    for name, _ in tf.train.list_variables(checkpoint_path):
-        if name.startswith('landmark_points/'):
-            return float(tf.train.load_variable(checkpoint_path, name)) > 0
-    return True
-
-
 def write_model_info(export_dir, config, checkpoint_path, landmarks):
     """<export_dir>/facedet.json: what detect.py and a reader need to know about the model."""
     info = {'landmarks': bool(landmarks), 'checkpoint': checkpoint_path,
@@ -164,6 +114,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     try:
+        from training.checkpoints import landmarks_trained, load_trained
         model, config, path = load_trained(_MODEL_DIR.value, _CHECKPOINT.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'export.py: error: {e}')

@@ -4,10 +4,13 @@ import json
 import os
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 
+from model.detector import build_detector
 from tests import cli
 from tests import fixtures
+from training import checkpoints
 
 
 class TrainTest(tf.test.TestCase):
@@ -66,8 +69,51 @@ class TrainTest(tf.test.TestCase):
         latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
         self.assertIn('ema', {n.split('/')[0] for n, _ in tf.train.list_variables(latest)})
 
+    @staticmethod
+    def _kernels(model_dir, key):
+        """{layer name: kernel} of the key ('model' or 'ema') network in the latest
+        checkpoint of a run."""
+        model = build_detector(checkpoints.load_config(model_dir))
+        path = checkpoints.find_checkpoint(model_dir, 'latest')
+        tf.train.Checkpoint(**{key: model}).restore(path).expect_partial() \
+            .assert_existing_objects_matched()
+        return {layer.name: layer.weights[0].numpy() for layer in model.layers
+                if layer.weights and 'bn' not in layer.name}
+
+    def test_init_from_starts_with_the_earlier_runs_averaged_weights(self):
+        source = os.path.join(self.dir, 'init_source')
+        out = self._train(source, '--val_records=')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        source_ckpt = tf.train.latest_checkpoint(os.path.join(source, 'checkpoints'))
+        # A learning rate of 0 keeps the kernels where they started (batch-norm statistics
+        # still move), so after one step they must be the source's averaged weights.
+        target = os.path.join(self.dir, 'init_target')
+        out = self._train(target, '--val_records=', f'--init_from={source}', '--train_steps=1',
+                          '--learning_rate=0', '--image_size=96')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertIn('starting from the weights of', out.stdout)
+        self.assertIn('step 1/1', out.stdout)
+        source_kernels = self._kernels(source, 'ema')
+        self.assertGreater(len(source_kernels), 10)
+        for name, kernel in self._kernels(target, 'model').items():
+            self.assertAllEqual(kernel, source_kernels[name], name)
+        # A fresh run's kernels are its own random ones.
+        fresh = os.path.join(self.dir, 'init_fresh')
+        out = self._train(fresh, '--val_records=', '--train_steps=1', '--learning_rate=0',
+                          '--seed=5')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        fresh_kernels = self._kernels(fresh, 'model')
+        self.assertFalse(all(np.array_equal(k, source_kernels[n])
+                             for n, k in fresh_kernels.items()))
+
+        out = self._train(os.path.join(self.dir, 'init_other'), '--val_records=',
+                          f'--init_from={source}', '--neck_channels=32')
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn('--init_from', out.stderr)
+        self.assertIn('another network', out.stderr)
+        self.assertNotIn('Traceback', out.stderr)
+
     def test_landmark_labels_are_counted_for_export(self):
-        import export
         records = [fixtures.make_face_record([[0.2, 0.2, 0.6, 0.5]], landmarks_valid=[False],
                                              seed=i) for i in range(6)]
         plain = fixtures.write_tiny_shards(os.path.join(self.dir, 'no_lmk'), records, 'train', 1)
@@ -79,7 +125,7 @@ class TrainTest(tf.test.TestCase):
                           '--val_records=')
             self.assertEqual(out.returncode, 0, out.stderr[-3000:])
             latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
-            self.assertEqual(export.landmarks_trained(latest), expected, name)
+            self.assertEqual(checkpoints.landmarks_trained(latest), expected, name)
             # The averaged weights are saved beside the raw ones, and export takes them.
             names = {n.split('/')[0] for n, _ in tf.train.list_variables(latest)}
             self.assertIn('ema', names)

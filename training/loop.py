@@ -21,6 +21,7 @@ from model import anchors as anchor_lib
 from model import losses
 from model import postprocess
 from model.detector import DetectorConfig, build_detector
+from training import checkpoints
 
 
 @dataclasses.dataclass
@@ -47,6 +48,7 @@ class TrainSettings:
     val_image_size: int = 0      # letterbox side for validation; 0 = the training size
     ema_decay: float = 0.999     # weight averaging; 0 turns it off
     ema_warmup: int = 1000       # the decay ramps up over about this many steps
+    init_from: Optional[str] = None  # model_dir of an earlier run: start from its weights
     seed: int = 0
 
 
@@ -158,6 +160,9 @@ def train(s: TrainSettings):
     if resume_from:
         _restore(resume_from, step, model, optimizer, ema_model, landmark_points)
         print(f'resumed from {resume_from} at step {int(step.numpy())}', flush=True)
+    elif s.init_from:
+        source = checkpoints.init_weights(s.init_from, cfg, model, ema_model)
+        print(f'starting from the weights of {source}', flush=True)
     start_step = int(step.numpy())
     if start_step >= s.train_steps:
         print(f'already trained to step {start_step} (--train_steps={s.train_steps})', flush=True)
@@ -255,7 +260,7 @@ def _restore(path, step, model, optimizer, ema_model, landmark_points):
     """
     tf.train.Checkpoint(step=step, model=model, optimizer=optimizer).restore(path) \
         .expect_partial().assert_existing_objects_matched()
-    saved = {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
+    saved = checkpoints.saved_objects(path)
     extras = {'landmark_points': landmark_points}
     if ema_model is not None:
         if 'ema' in saved:

@@ -1,0 +1,88 @@
+"""Reading train.py's checkpoints: which one to take, which objects it holds, and the
+network it restores into. export.py and the training loop (resume, --init_from) share these.
+"""
+
+import dataclasses
+import os
+
+import tensorflow as tf
+
+from model.detector import DetectorConfig, build_detector
+
+CONFIG_FILE = 'model_config.json'
+
+
+def saved_objects(path):
+    """Top-level names in a checkpoint ('model', 'ema', 'optimizer', 'step', ...)."""
+    return {name.split('/')[0] for name, _ in tf.train.list_variables(path)}
+
+
+def find_checkpoint(model_dir, which='best'):
+    """Resolves 'best' (falls back to latest), 'latest' or a path to a checkpoint prefix."""
+    if which not in ('best', 'latest'):
+        if not tf.io.gfile.exists(which + '.index'):
+            raise FileNotFoundError(f'no checkpoint at {which}')
+        return which
+    path = None
+    if which == 'best':
+        path = tf.train.latest_checkpoint(os.path.join(model_dir, 'best'))
+    path = path or tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+    if not path:
+        raise FileNotFoundError(f'no checkpoint in {model_dir}: train first with train.py '
+                                f'--model_dir={model_dir}')
+    return path
+
+
+def load_config(model_dir):
+    config_path = os.path.join(model_dir, CONFIG_FILE)
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f'{config_path} is missing: is {model_dir} a train.py '
+                                '--model_dir?')
+    with open(config_path) as f:
+        return DetectorConfig.from_json(f.read())
+
+
+def load_trained(model_dir, which='best'):
+    """Rebuilds the network from model_config.json and restores its weights.
+
+    Returns (model, config, checkpoint path).
+    """
+    config = load_config(model_dir)
+    model = build_detector(config)
+    path = find_checkpoint(model_dir, which)
+    # Runs trained with --ema_decay > 0 keep averaged weights under 'ema': those are the ones
+    # validation scored, so they are the ones to ship.
+    key = 'ema' if 'ema' in saved_objects(path) else 'model'
+    tf.train.Checkpoint(**{key: model}).restore(path).expect_partial() \
+        .assert_existing_objects_matched()
+    return model, config, path
+
+
+def init_weights(model_dir, config, model, ema_model=None):
+    """Copies the weights of an earlier run (its best checkpoint, the averaged weights when
+    it kept them) into a new run's network, for fine-tuning or a second schedule; the
+    optimizer and step of the new run start from zero. Returns the checkpoint path.
+
+    The earlier run must have built the same network (its crop size may differ).
+    """
+    source_config = load_config(model_dir)
+    if dataclasses.replace(source_config, image_size=config.image_size) != config:
+        raise ValueError(f'--init_from={model_dir} holds another network ({source_config}) '
+                         f'than this run ({config}); give this run its network flags')
+    source, _, path = load_trained(model_dir)
+    weights = source.get_weights()
+    model.set_weights(weights)
+    if ema_model is not None:
+        ema_model.set_weights(weights)
+    return path
+
+
+def landmarks_trained(checkpoint_path):
+    """Whether the checkpoint's training run saw landmark labels (train.py counts them).
+
+    Checkpoints from before that count existed are taken as trained.
+    """
+    for name, _ in tf.train.list_variables(checkpoint_path):
+        if name.startswith('landmark_points/'):
+            return float(tf.train.load_variable(checkpoint_path, name)) > 0
+    return True
