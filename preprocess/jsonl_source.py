@@ -16,6 +16,12 @@ Format::
     ``splits.split_by_hash(image, val_fraction)`` on the ``image`` string as written.
   * Any other key (``width``, ``height``, ``classes``, ...) is ignored.
 
+Box conventions differ between datasets: WIDER FACE boxes run from the hairline to the chin,
+some other sets box the face lower and tighter. ``box_adjust=(dx, dy, sw, sh)`` maps every
+box of a manifest, in units of its own width and height: x += dx * w, y += dy * h,
+w *= sw, h *= sh (the record writer then clips it to the image), so one model learns one
+convention.
+
 A line that is not valid JSON or breaks these rules comes out as
 SkipItem('malformed_annotation', 'manifest:line: problem: text') and reading goes on.
 """
@@ -62,7 +68,27 @@ def _landmarks(value, n: int) -> Optional[np.ndarray]:
     return out
 
 
-def parse_line(obj, base_dir: str, source_name: str, val_fraction: float) -> RawItem:
+def check_box_adjust(box_adjust):
+    """Returns box_adjust as 4 floats (dx, dy, sw, sh); raises ValueError when it is not."""
+    try:
+        values = tuple(float(v) for v in box_adjust)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 4 or not all(np.isfinite(values)) or min(values[2:]) <= 0:
+        raise ValueError(f'box adjustment must be 4 numbers dx,dy,sw,sh with sw and sh > 0, '
+                         f'got {box_adjust!r}')
+    return values
+
+
+def adjust_boxes(boxes_xywh: np.ndarray, box_adjust) -> np.ndarray:
+    """[N, 4] pixel xywh -> the same boxes in another convention (see the module doc)."""
+    dx, dy, sw, sh = box_adjust
+    x, y, w, h = (boxes_xywh[:, i] for i in range(4))
+    return np.stack([x + dx * w, y + dy * h, w * sw, h * sh], axis=1).astype(boxes_xywh.dtype)
+
+
+def parse_line(obj, base_dir: str, source_name: str, val_fraction: float,
+               box_adjust=None) -> RawItem:
     """One decoded JSON object -> RawItem (origin left empty). Raises ValueError."""
     if not isinstance(obj, dict) or not isinstance(obj.get('image'), str) or not obj['image']:
         raise _Malformed('expected an object with a non-empty "image" string')
@@ -74,6 +100,8 @@ def parse_line(obj, base_dir: str, source_name: str, val_fraction: float) -> Raw
                                                             boxes.shape[1] == 4)):
         raise _Malformed('"boxes" must be a list of [x, y, w, h]')
     boxes = boxes.reshape(-1, 4)
+    if box_adjust is not None:
+        boxes = adjust_boxes(boxes, box_adjust)
     n = len(boxes)
     landmarks = _landmarks(obj.get('landmarks'), n)
     ignore = obj.get('ignore')
@@ -97,7 +125,7 @@ def parse_line(obj, base_dir: str, source_name: str, val_fraction: float) -> Raw
 
 
 def read_items(manifest_path: str, source_name: Optional[str] = None,
-               val_fraction: float = 0.1) -> Iterator[Union[RawItem, SkipItem]]:
+               val_fraction: float = 0.1, box_adjust=None) -> Iterator[Union[RawItem, SkipItem]]:
     """Yields one RawItem (or SkipItem) per non-blank manifest line, in file order.
 
     Args:
@@ -105,7 +133,10 @@ def read_items(manifest_path: str, source_name: Optional[str] = None,
       source_name: prefix of source_id; default: the manifest folder's name (so
         'face_mask/labels.jsonl' gives 'face_mask/images/x.jpg').
       val_fraction: for lines without "split" (see splits.split_by_hash).
+      box_adjust: optional (dx, dy, sw, sh) convention change of every box (module doc).
     """
+    if box_adjust is not None:
+        box_adjust = check_box_adjust(box_adjust)
     base_dir = os.path.dirname(os.path.abspath(manifest_path))
     if source_name is None:
         source_name = os.path.basename(base_dir)
@@ -115,7 +146,8 @@ def read_items(manifest_path: str, source_name: Optional[str] = None,
             if not text:
                 continue
             try:
-                item = parse_line(json.loads(text), base_dir, source_name, val_fraction)
+                item = parse_line(json.loads(text), base_dir, source_name, val_fraction,
+                                  box_adjust)
             except json.JSONDecodeError as e:
                 yield SkipItem('malformed_annotation',
                                f'{manifest_path}:{line_no}: invalid JSON ({e.msg}): {text[:200]!r}')

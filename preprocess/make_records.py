@@ -49,6 +49,9 @@ _CELEBA_IGNORE_UNLABELLED = flags.DEFINE_boolean(
     'celeba_ignore_unlabelled', False, 'CelebA: mark unlabelled faces as ignore regions.')
 _FDDB_DIR = flags.DEFINE_string('fddb_dir', None, 'FDDB root (originalPics/, FDDB-folds/).')
 _JSONL = flags.DEFINE_string('jsonl', None, 'Path of a labels.jsonl manifest (source "jsonl").')
+_JSONL_BOX_ADJUST = flags.DEFINE_list(
+    'jsonl_box_adjust', None, 'dx,dy,sw,sh: move and scale every box of --jsonl into another '
+    'convention, in units of its width and height (x += dx*w, y += dy*h, w *= sw, h *= sh).')
 _TFDS_DATA_DIR = flags.DEFINE_string('tfds_data_dir', None, 'TFDS data dir holding celeb_a (source "celeba_tfds").')
 _OUTPUT_DIR = flags.DEFINE_string('output_dir', None, 'Folder for the shards and manifest.json.')
 _SPLITS = flags.DEFINE_list('splits', ['train', 'val'], 'Splits to write (train, val, test).')
@@ -83,7 +86,7 @@ def _config() -> record_sources.Config:
         num_shards={'train': _TRAIN_SHARDS.value, 'val': _VAL_SHARDS.value, 'test': _TEST_SHARDS.value},
         wider_dir=_WIDER_DIR.value, wider_holdout=_WIDER_HOLDOUT.value, celeba_dir=_CELEBA_DIR.value,
         celeba_ignore_unlabelled=_CELEBA_IGNORE_UNLABELLED.value, fddb_dir=_FDDB_DIR.value,
-        jsonl=_JSONL.value, tfds_data_dir=_TFDS_DATA_DIR.value,
+        jsonl=_JSONL.value, jsonl_box_adjust=_JSONL_BOX_ADJUST.value, tfds_data_dir=_TFDS_DATA_DIR.value,
         num_workers=_NUM_WORKERS.value or os.cpu_count() or 1, max_side=_MAX_SIDE.value,
         jpeg_quality=_JPEG_QUALITY.value, seed=_SEED.value, num_images=_NUM_IMAGES.value,
         val_fraction=_VAL_FRACTION.value, synthetic_min_side=_SYNTHETIC_MIN_SIDE.value,

@@ -19,6 +19,7 @@ import os
 import time
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
+from preprocess import jsonl_source
 from preprocess import negatives as negatives_lib
 from preprocess import shards
 from preprocess import synthetic
@@ -46,6 +47,7 @@ class Config:
     celeba_ignore_unlabelled: bool = False
     fddb_dir: Optional[str] = None
     jsonl: Optional[str] = None
+    jsonl_box_adjust: Optional[Tuple[float, ...]] = None  # (dx, dy, sw, sh), see jsonl_source
     tfds_data_dir: Optional[str] = None
     num_workers: int = 1
     max_side: int = 1024
@@ -114,7 +116,8 @@ _REGISTRY = {
     'fddb': _Source('fddb', 'fddb_dir', 'the FDDB folder (originalPics/, FDDB-folds/)',
                     lambda m, c, s: m.read_items(c.fddb_dir)),
     'jsonl': _Source('jsonl_source', 'jsonl', 'a labels.jsonl manifest file',
-                     lambda m, c, s: m.read_items(c.jsonl, val_fraction=c.val_fraction)),
+                     lambda m, c, s: m.read_items(c.jsonl, val_fraction=c.val_fraction,
+                                                  box_adjust=c.jsonl_box_adjust)),
 }
 SOURCE_NAMES = tuple(_REGISTRY)
 _FLAG_OF = {'wider_dir': '--wider_dir', 'celeba_dir': '--celeba_dir', 'fddb_dir': '--fddb_dir',
@@ -155,6 +158,11 @@ def _check(config: Config):
                 raise ConfigError('--negatives=folder needs --negatives_dir=<a folder of face-free photos>')
             if not os.path.isdir(config.negatives_dir):
                 raise ConfigError(f'--negatives_dir={config.negatives_dir} is not a folder')
+    if config.jsonl_box_adjust is not None:
+        try:
+            jsonl_source.check_box_adjust(config.jsonl_box_adjust)
+        except ValueError as e:
+            raise ConfigError(f'--jsonl_box_adjust: {e}') from None
     if config.synthetic_min_side > config.synthetic_max_side or config.synthetic_min_side < 8:
         raise ConfigError('--synthetic_min_side must be >= 8 and <= --synthetic_max_side')
 
@@ -243,6 +251,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     _check(config)
     for name in config.sources:
         _module(name)  # fail early if a reader is missing
+    _check_same_settings(config)
     try:
         counts, _ = _scan(config)
     except FileNotFoundError as e:  # readers raise it for a layout they cannot find
@@ -270,6 +279,36 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
         json.dump(manifest, f, indent=1, sort_keys=False, default=str)
     os.replace(path + '.tmp', path)
     return manifest
+
+
+# Config fields that do not change what the shards hold.
+_NOT_CONTENT = ('output_dir', 'splits', 'num_workers', 'strict', 'progress')
+SETTINGS_FILE = 'settings.json'
+
+
+def _check_same_settings(config: Config):
+    """A rerun reuses finished shards (that is how a killed run resumes), so it must not
+    mix in shards written with other settings: raises ConfigError when output_dir's saved
+    settings differ, and saves them on the first run. Output folders from before this check
+    have no saved settings and are taken as they are.
+    """
+    current = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_CONTENT}
+    current = json.loads(json.dumps(current, default=str))
+    path = os.path.join(config.output_dir, shards.STATS_DIR, SETTINGS_FILE)
+    if os.path.exists(path):
+        with open(path, encoding='utf-8') as f:
+            saved = json.load(f)
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            details = '; '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
+            raise ConfigError(f'{config.output_dir} holds shards written with other settings '
+                              f'({details}); a rerun would reuse them. Use a new --output_dir, '
+                              'or delete that folder')
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+        json.dump(current, f, indent=1)
+    os.replace(path + '.tmp', path)
 
 
 def _manifest(config: Config, split_stats: Dict[str, shards.WriteStats], seconds: float,

@@ -111,6 +111,24 @@ class JsonlSourceTest(tf.test.TestCase):
         self.assertEqual((rot.height, rot.width), (40, 24))
         self.assertAllClose(rot.boxes, [[30 / 40, 2 / 24, 38 / 40, 12 / 24]])
 
+    def test_box_adjust_changes_the_convention_and_is_clipped_on_encode(self):
+        adjust = ('0.1', '-0.25', '0.8', '1.5')  # strings, as absl list flags give them
+        raw = [e for e in jsonl_source.read_items(self.manifest, box_adjust=adjust)
+               if isinstance(e, items.RawItem)]
+        # [10, 10, 20, 20] -> x 10 + 2, y 10 - 5, w 16, h 30; landmarks stay where they were.
+        self.assertAllClose(raw[0].boxes_xywh[0], [12, 5, 16, 30])
+        self.assertAllClose(raw[2].boxes_xywh[1], [41, 2.5, 8, 15])
+        self.assertAllClose(raw[2].landmarks_xy[0], LM_FACE)
+        records, _, _ = fx.encode_all(jsonl_source.read_items(self.manifest, box_adjust=adjust))
+        # [0, 0, 8, 8] -> [0.8, -2, 6.4, 12]: the part above the image is clipped away.
+        self.assertAllClose(records['fixture/images/lm.png'].boxes[2] * [48, 64, 48, 64],
+                            [0, 0.8, 10, 7.2], atol=1e-4)
+
+    def test_bad_box_adjust_is_a_clear_error(self):
+        for bad in (('0', '0', '1'), ('0', '0', '1', 'x'), (0, 0, 0, 1), (0, 0, 1, -1)):
+            with self.assertRaisesRegex(ValueError, 'dx,dy,sw,sh'):
+                next(jsonl_source.read_items(self.manifest, box_adjust=bad))
+
 
 if __name__ == '__main__':
     tf.test.main()

@@ -105,6 +105,28 @@ class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(second['splits']['train']['reused_shards'], first['splits']['train']['shards'])
         self.assertEqual((second['images'], second['faces']), (first['images'], first['faces']))
 
+    def test_rerun_with_other_settings_is_refused_before_reusing_shards(self):
+        record_sources.make_records(self._config())
+        # Another seed would write other images; workers and strictness change nothing.
+        record_sources.make_records(self._config(num_workers=2, strict=True))
+        with self.assertRaisesRegex(record_sources.ConfigError, r"seed: 0 -> 3.*new --output_dir"):
+            record_sources.make_records(self._config(seed=3))
+        manifest_path = _jsonl(os.path.join(self.tmp, 'adj'), [('a.png', [[4, 4, 10, 12]], 'train')])
+        out = os.path.join(self.tmp, 'adjusted')
+        record_sources.make_records(self._config(sources=('jsonl',), jsonl=manifest_path,
+                                                 output_dir=out))
+        with self.assertRaisesRegex(record_sources.ConfigError, 'jsonl_box_adjust: None'):
+            record_sources.make_records(self._config(
+                sources=('jsonl',), jsonl=manifest_path, output_dir=out,
+                jsonl_box_adjust=('0', '-0.2', '1', '1.1')))
+
+    def test_bad_jsonl_box_adjust_is_a_config_error(self):
+        manifest_path = _jsonl(os.path.join(self.tmp, 'adj'), [('a.png', [[4, 4, 10, 12]], 'train')])
+        with self.assertRaisesRegex(record_sources.ConfigError, '--jsonl_box_adjust'):
+            record_sources.make_records(self._config(sources=('jsonl',), jsonl=manifest_path,
+                                                     jsonl_box_adjust=('0', '1')))
+        self.assertFalse(os.path.exists(self.out))
+
     def test_jsonl_problems_counted_with_file_and_line(self):
         manifest_path = _jsonl(os.path.join(self.tmp, 'set'), [
             ('a.png', [[4, 4, 10, 12]], 'train'), '{"image": broken', ('b.png', [[60, 60, 5, 5]], 'val'),
