@@ -112,6 +112,8 @@ def _unit(x, filters, stride, name, folded=False):
 
 
 STEM_CHANNELS = 24
+# Pixels 0..255 -> -1..1 before the stem (the folded network does it inside the stem).
+INPUT_SCALE, INPUT_OFFSET = 1 / 127.5, -1.0
 
 
 def _backbone(x, config, folded=False):
@@ -145,12 +147,14 @@ def _fpn(features, channels, folded=False):
 def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> keras.Model:
     """Builds the detector. Input: [B, H, W, 3] float 0..255, H and W multiples of 32.
 
-    folded=True builds the inference twin without batch-norm layers, for fold_batch_norms.
+    folded=True builds the inference twin without batch-norm layers and without the input
+    normalization, for fold_batch_norms.
     """
     if tuple(config.strides) != DEFAULT_STRIDES:
         raise ValueError(f'strides must be {DEFAULT_STRIDES}, got {config.strides}')
     images = keras.Input([None, None, 3], name='images')
-    x = layers.Rescaling(1 / 127.5, offset=-1.0, name='normalize')(images)
+    x = images if folded else layers.Rescaling(INPUT_SCALE, offset=INPUT_OFFSET,
+                                               name='normalize')(images)
     channels = _channels(config.neck_channels, config.width)
     features = _fpn(_backbone(x, config, folded), channels, folded)
 
@@ -182,6 +186,11 @@ def fold_batch_norms(model, config):
     the convolution before it (kernel * s, bias = beta - mean * s, s = gamma / sqrt(var +
     eps)): the same outputs with one op less per norm. On a 2-core CPU the norms were about
     a fifth of the forward time at 640x480.
+
+    The input normalization goes into the stem too (kernel * INPUT_SCALE, bias + kernel sums
+    * INPUT_OFFSET), sparing two passes over the image. That is exact because the stem's 4x4
+    stride-4 convolution pads nothing on inputs whose sides are multiples of 4, and the
+    network takes multiples of 32.
     """
     folded = build_detector(config, folded=True)
     norms = {}  # conv layer name -> the batch norms that read its output
@@ -208,5 +217,9 @@ def fold_batch_norms(model, config):
             kernel = kernel * scale.reshape(1, 1, -1, 1)
         else:
             kernel = kernel * scale.reshape(1, 1, 1, -1)
-        target.set_weights([kernel, beta - mean * scale])
+        bias = beta - mean * scale
+        if name == 'stem':
+            bias = bias + kernel.sum(axis=(0, 1, 2)) * INPUT_OFFSET
+            kernel = kernel * INPUT_SCALE
+        target.set_weights([kernel, bias])
     return folded

@@ -78,7 +78,11 @@ class Detector:
         shape = tf.shape(images)
         pad_h = (shape[1] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
         pad_w = (shape[2] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
-        padded = tf.image.pad_to_bounding_box(images - PAD_VALUE, 0, 0, pad_h, pad_w) + PAD_VALUE
+        # One pad op, and none for sizes already a multiple of 32 (640x480 is).
+        padded = tf.cond(
+            (pad_h == shape[1]) & (pad_w == shape[2]), lambda: images,
+            lambda: tf.pad(images, [[0, 0], [0, pad_h - shape[1]], [0, pad_w - shape[2]], [0, 0]],
+                           constant_values=PAD_VALUE))
         raw = self._model(padded, training=False)
         dets = postprocess.detect(raw, pad_h, pad_w, self._strides, **self._nms)
 
