@@ -101,8 +101,10 @@ class Facedet(Detector):
         self._fn = loaded.signatures['detect_image']
         self._scales = tuple(scales)
         self.name, self.default_threshold = name, 0.5
-        variables = getattr(loaded, 'variables', None) or []
-        self.params = int(sum(np.prod(v.shape) for v in variables)) or None
+        # Counted from the SavedModel's variables file: export.py stores each weight once
+        # there, and the loaded object no longer lists them (nothing tracks the Keras model).
+        stored = tf.train.list_variables(os.path.join(model_dir, 'variables', 'variables'))
+        self.params = int(sum(np.prod(shape) for _, shape in stored if shape)) or None
         self.note = ('AP over the boxes the export returns (export.py --score_threshold, '
                      'default 0.05); 0.5 for recall/FP' +
                      (f'; scales {",".join(f"{s:g}" for s in scales)} merged by NMS'
