@@ -62,9 +62,9 @@ _EMA_DECAY = flags.DEFINE_float('ema_decay', 0.999,
                                 'Exponential moving average of the weights, used for '
                                 'validation and export; 0 turns it off.')
 _INIT_FROM = flags.DEFINE_string(
-    'init_from', None, 'model_dir of an earlier run (e.g. the default model\'s) whose best '
-    'weights this run starts from (same network); ignored when --model_dir has checkpoints '
-    'to resume.')
+    'init_from', None, 'model_dir of an earlier train.py run whose best weights this run '
+    'starts from (same network flags; fresh optimizer and step); ignored when --model_dir '
+    'has checkpoints to resume.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):
@@ -128,8 +128,8 @@ def _train():
         strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
         jit_compile=_JIT_COMPILE.value, crop_range=(_MIN_CROP.value, _MAX_CROP.value),
         shuffle_buffer=_SHUFFLE_BUFFER.value, val_min_face=_VAL_MIN_FACE.value,
-        val_image_size=_VAL_IMAGE_SIZE.value, ema_decay=_EMA_DECAY.value, init_from=_INIT_FROM.value,
-        seed=_SEED.value))
+        val_image_size=_VAL_IMAGE_SIZE.value, ema_decay=_EMA_DECAY.value,
+        init_from=_INIT_FROM.value, seed=_SEED.value))
 
 
 if __name__ == '__main__':
