@@ -251,7 +251,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     _check(config)
     for name in config.sources:
         _module(name)  # fail early if a reader is missing
-    _check_same_settings(config)
+    settings = _check_same_settings(config)
     try:
         counts, _ = _scan(config)
     except FileNotFoundError as e:  # readers raise it for a layout they cannot find
@@ -259,6 +259,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     if not any(counts.get(s, 0) for s in config.splits):
         raise ConfigError(f'nothing to write: sources {",".join(config.sources)} have no item in '
                           f'splits {",".join(config.splits)} (check the paths and --splits)')
+    _save_settings(config, settings)
 
     split_stats = {}
     for n, split in enumerate(config.splits):
@@ -289,8 +290,8 @@ SETTINGS_FILE = 'settings.json'
 def _check_same_settings(config: Config):
     """A rerun reuses finished shards (that is how a killed run resumes), so it must not
     mix in shards written with other settings: raises ConfigError when output_dir's saved
-    settings differ, and saves them on the first run. Output folders from before this check
-    have no saved settings and are taken as they are.
+    settings (see _save_settings) differ. Output folders from before this check have no
+    saved settings and are taken as they are. Returns the settings to save.
     """
     current = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_CONTENT}
     current = json.loads(json.dumps(current, default=str))
@@ -304,10 +305,16 @@ def _check_same_settings(config: Config):
             raise ConfigError(f'{config.output_dir} holds shards written with other settings '
                               f'({details}); a rerun would reuse them. Use a new --output_dir, '
                               'or delete that folder')
-        return
+    return current
+
+
+def _save_settings(config: Config, settings: dict):
+    """Saves the settings before the first shard is written (after every input check, so a
+    run that fails on bad flags leaves nothing that would refuse the corrected rerun)."""
+    path = os.path.join(config.output_dir, shards.STATS_DIR, SETTINGS_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + '.tmp', 'w', encoding='utf-8') as f:
-        json.dump(current, f, indent=1)
+        json.dump(settings, f, indent=1)
     os.replace(path + '.tmp', path)
 
 

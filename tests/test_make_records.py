@@ -119,6 +119,13 @@ class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
             record_sources.make_records(self._config(
                 sources=('jsonl',), jsonl=manifest_path, output_dir=out,
                 jsonl_box_adjust=('0', '-0.2', '1', '1.1')))
+        # A run refused for its input saves nothing, so the corrected rerun goes ahead.
+        empty = os.path.join(self.tmp, 'empty')
+        with self.assertRaisesRegex(record_sources.ConfigError, 'nothing to write'):
+            record_sources.make_records(self._config(sources=('jsonl',), jsonl=manifest_path,
+                                                     output_dir=empty, splits=('val',)))
+        record_sources.make_records(self._config(sources=('jsonl',), jsonl=manifest_path,
+                                                 output_dir=empty, seed=7))
 
     def test_bad_jsonl_box_adjust_is_a_config_error(self):
         manifest_path = _jsonl(os.path.join(self.tmp, 'adj'), [('a.png', [[4, 4, 10, 12]], 'train')])
