@@ -86,7 +86,7 @@ def _train():
     import tensorflow as tf  # imported here so --help is fast
 
     from model.detector import DetectorConfig
-    from training import loop
+    from training import checkpoints, loop
 
     size = _IMAGE_SIZE.value
     if size % 32:
@@ -104,13 +104,15 @@ def _train():
     config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
                             stage_channels=stage_channels, stage_units=stage_units,
                             anchor_scale=_ANCHOR_SCALE.value, image_size=size)
+    if _INIT_FROM.value:
+        checkpoints.check_same_network(_INIT_FROM.value, config)
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     with open(os.path.join(_MODEL_DIR.value, 'flags.txt'), 'w') as f:
         f.write(flags.FLAGS.flags_into_string())
 
-    config_path = os.path.join(_MODEL_DIR.value, 'model_config.json')
+    config_path = os.path.join(_MODEL_DIR.value, checkpoints.CONFIG_FILE)
     if os.path.exists(config_path):
-        saved = DetectorConfig.from_json(open(config_path).read())
+        saved = checkpoints.load_config(_MODEL_DIR.value)
         if saved != config:
             raise ValueError(f'{config_path} describes another network ({saved}) than these '
                              f'flags ({config}); use a new --model_dir or the original flags')

@@ -112,6 +112,8 @@ class TrainTest(tf.test.TestCase):
         self.assertIn('--init_from', out.stderr)
         self.assertIn('another network', out.stderr)
         self.assertNotIn('Traceback', out.stderr)
+        # Refused before anything is written, so the corrected rerun is not blocked.
+        self.assertFalse(os.path.exists(os.path.join(self.dir, 'init_other', 'model_config.json')))
 
     def test_landmark_labels_are_counted_for_export(self):
         records = [fixtures.make_face_record([[0.2, 0.2, 0.6, 0.5]], landmarks_valid=[False],

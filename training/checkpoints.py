@@ -58,6 +58,14 @@ def load_trained(model_dir, which='best'):
     return model, config, path
 
 
+def check_same_network(model_dir, config):
+    """Raises ValueError unless model_dir's run built config's network (crop size aside)."""
+    source_config = load_config(model_dir)
+    if dataclasses.replace(source_config, image_size=config.image_size) != config:
+        raise ValueError(f'--init_from={model_dir} holds another network ({source_config}) '
+                         f'than this run ({config}); give this run its network flags')
+
+
 def init_weights(model_dir, config, model, ema_model=None):
     """Copies the weights of an earlier run (its best checkpoint, the averaged weights when
     it kept them) into a new run's network, for fine-tuning or a second schedule; the
@@ -65,10 +73,7 @@ def init_weights(model_dir, config, model, ema_model=None):
 
     The earlier run must have built the same network (its crop size may differ).
     """
-    source_config = load_config(model_dir)
-    if dataclasses.replace(source_config, image_size=config.image_size) != config:
-        raise ValueError(f'--init_from={model_dir} holds another network ({source_config}) '
-                         f'than this run ({config}); give this run its network flags')
+    check_same_network(model_dir, config)
     source, _, path = load_trained(model_dir)
     weights = source.get_weights()
     model.set_weights(weights)
