@@ -44,6 +44,8 @@ _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 1, 'Split the CPU into N logi
 _JIT_COMPILE = flags.DEFINE_boolean('jit_compile', False, 'XLA-compile the train step.')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier of the network.')
 _NECK_CHANNELS = flags.DEFINE_integer('neck_channels', 48, 'FPN/head channels (before width).')
+_STEM_CHANNELS = flags.DEFINE_integer('stem_channels', 24,
+                                      'Channels of the stride-4 stem (before width).')
 _STAGE_CHANNELS = flags.DEFINE_list('stage_channels', ['48', '64', '96'],
                                     'Backbone channels at strides 8,16,32 (before width).')
 _STAGE_UNITS = flags.DEFINE_list('stage_units', ['3', '4', '3'],
@@ -63,8 +65,9 @@ _EMA_DECAY = flags.DEFINE_float('ema_decay', 0.999,
                                 'validation and export; 0 turns it off.')
 _INIT_FROM = flags.DEFINE_string(
     'init_from', None, 'model_dir of an earlier train.py run whose best weights this run '
-    'starts from (same network flags; fresh optimizer and step); ignored when --model_dir '
-    'has checkpoints to resume.')
+    'starts from (fresh optimizer and step): the same network, or one these flags widen '
+    '(more channels, same layers; it starts computing what the earlier one did). Ignored '
+    'when --model_dir has checkpoints to resume.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):
@@ -102,10 +105,10 @@ def _train():
         raise ValueError(f'--stage_channels and --stage_units take integers: {e}') from None
     # Checks the stages (DetectorConfig.__post_init__) before anything is written.
     config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
-                            stage_channels=stage_channels, stage_units=stage_units,
+                            stem_channels=_STEM_CHANNELS.value, stage_channels=stage_channels, stage_units=stage_units,
                             anchor_scale=_ANCHOR_SCALE.value, image_size=size)
     if _INIT_FROM.value:
-        checkpoints.check_same_network(_INIT_FROM.value, config)
+        checkpoints.check_init_source(_INIT_FROM.value, config)
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     with open(os.path.join(_MODEL_DIR.value, 'flags.txt'), 'w') as f:
         f.write(flags.FLAGS.flags_into_string())

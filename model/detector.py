@@ -34,9 +34,13 @@ class DetectorConfig:
     strides: tuple = DEFAULT_STRIDES
     anchor_scale: float = 4.0    # anchor box side = anchor_scale * stride (for assignment)
     image_size: int = 256        # training crop side; inference runs at any multiple of 32
+    # Channels of the stride-4 stem (before width); configs from before this field had 24.
+    stem_channels: int = 24
 
     def __post_init__(self):
         stages = tuple(self.stage_channels) + tuple(self.stage_units)
+        if self.stem_channels < 1:
+            raise ValueError(f'stem_channels must be positive, got {self.stem_channels}')
         if len(self.stage_channels) != 3 or len(self.stage_units) != 3 or min(stages) < 1:
             raise ValueError('stage_channels and stage_units need 3 positive integers each '
                              f'(strides 8, 16, 32), got {self.stage_channels} and '
@@ -111,7 +115,6 @@ def _unit(x, filters, stride, name, folded=False):
     return layers.ReLU(name=name + '_relu')(x)
 
 
-STEM_CHANNELS = 24
 # Pixels 0..255 -> -1..1 before the stem (the folded network does it inside the stem).
 INPUT_SCALE, INPUT_OFFSET = 1 / 127.5, -1.0
 
@@ -123,7 +126,7 @@ def _backbone(x, config, folded=False):
     stride 2, where each op would touch a feature map as large as the image itself.
     """
     c = lambda n: _channels(n, config.width)  # noqa: E731
-    x = _conv_bn(x, c(STEM_CHANNELS), 4, 4, 'stem', folded)       # /4
+    x = _conv_bn(x, c(config.stem_channels), 4, 4, 'stem', folded)       # /4
     outputs = []
     for level, (channels, units) in enumerate(zip(config.stage_channels, config.stage_units)):
         x = _unit(x, c(channels), 2, f's{level}_0', folded)        # /8, /16, /32
@@ -223,3 +226,51 @@ def fold_batch_norms(model, config):
             kernel = kernel * INPUT_SCALE
         target.set_weights([kernel, bias])
     return folded
+
+
+def _channel_counts(config):
+    """Every channel count the config sets, after width (stem, stages, neck)."""
+    counts = [config.stem_channels, *config.stage_channels, config.neck_channels]
+    return [_channels(n, config.width) for n in counts]
+
+
+def is_widening(source: DetectorConfig, target: DetectorConfig) -> bool:
+    """Whether target builds source's network (same layers, units and strides) with at least
+    as many channels everywhere, so that widen_weights can carry source's weights over.
+    The crop size does not count. A network is a widening of itself."""
+    same_layout = (tuple(source.stage_units) == tuple(target.stage_units) and
+                   tuple(source.strides) == tuple(target.strides) and
+                   source.anchor_scale == target.anchor_scale)
+    return same_layout and all(a <= b for a, b in zip(_channel_counts(source),
+                                                      _channel_counts(target)))
+
+
+def widen_weights(source: keras.Model, target: keras.Model):
+    """Copies a trained network into a twin with as many or more channels (is_widening) so
+    that the twin computes the same outputs (Net2Net's function-preserving widening, Chen et
+    al. 2016, with zeros instead of copies):
+
+      * each weight of source goes into the leading slice of the same weight in target;
+      * the channels target adds keep their fresh initialization where they are produced
+        (kernels' new output filters, depthwise filters, batch-norm entries);
+      * the layers that mix channels (1x1 and full convolutions) read the new channels with
+        zero weights, so at step 0 nothing downstream sees them.
+
+    Training then grows the zero weights from the new channels' (random, non-zero)
+    activations. Equal shapes are a plain copy, so widening a network into itself copies it.
+    """
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        source_layer = source.get_layer(layer.name)
+        mixes_channels = isinstance(layer, layers.Conv2D)  # DepthwiseConv2D is not one
+        values = []
+        for src, dst in zip(source_layer.weights, layer.weights):
+            src, dst = src.numpy(), dst.numpy().copy()
+            if src.ndim != dst.ndim or any(a > b for a, b in zip(src.shape, dst.shape)):
+                raise ValueError(f'{layer.name}: weight {src.shape} does not fit in {dst.shape}')
+            if mixes_channels and dst.ndim == 4:
+                dst[:, :, src.shape[2]:, :] = 0.0
+            dst[tuple(slice(0, n) for n in src.shape)] = src
+            values.append(dst)
+        layer.set_weights(values)

@@ -5,7 +5,18 @@ import tensorflow as tf
 import keras
 
 from model import anchors
-from model.detector import NUM_OUTPUTS, DetectorConfig, build_detector, fold_batch_norms
+from model.detector import (NUM_OUTPUTS, DetectorConfig, build_detector, fold_batch_norms,
+                            is_widening, widen_weights)
+
+
+def _randomize_batch_norms(model, seed=0):
+    """Batch norms with statistics far from the identity, as after training."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
+                               rng.normal(0, 0.2, c), rng.uniform(0.5, 2.0, c)])
 
 
 class DetectorTest(tf.test.TestCase):
@@ -21,12 +32,7 @@ class DetectorTest(tf.test.TestCase):
     def test_folded_network_gives_the_same_outputs(self):
         config = DetectorConfig()
         model = build_detector(config)
-        rng = np.random.default_rng(0)
-        for layer in model.layers:  # batch norms with statistics far from the identity
-            if isinstance(layer, keras.layers.BatchNormalization):
-                c = layer.gamma.shape[0]
-                layer.set_weights([rng.uniform(0.5, 1.5, c), rng.normal(0, 0.2, c),
-                                   rng.normal(0, 0.2, c), rng.uniform(0.5, 2.0, c)])
+        _randomize_batch_norms(model)
         folded = fold_batch_norms(model, config)
         self.assertFalse(any(isinstance(l, keras.layers.BatchNormalization)
                              for l in folded.layers))
@@ -35,6 +41,36 @@ class DetectorTest(tf.test.TestCase):
         expected = model(images, training=False).numpy()
         self.assertGreater(np.abs(expected).max(), 1.0)
         self.assertAllClose(folded(images).numpy(), expected, atol=1e-4, rtol=1e-4)
+
+    def test_widened_network_starts_with_the_same_outputs_and_learns_its_new_channels(self):
+        small = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
+                               stage_units=(2, 2, 1))
+        wide = DetectorConfig(stem_channels=16, stage_channels=(24, 24, 40), neck_channels=24,
+                              stage_units=(2, 2, 1), image_size=320)
+        self.assertTrue(is_widening(small, wide))
+        self.assertTrue(is_widening(small, small))
+        self.assertFalse(is_widening(wide, small))
+        self.assertFalse(is_widening(small, DetectorConfig(stem_channels=16, stage_units=(2, 3, 1))))
+        source = build_detector(small)
+        _randomize_batch_norms(source)
+        target = build_detector(wide)
+        _randomize_batch_norms(target, seed=1)
+        widen_weights(source, target)
+        self.assertEqual(target.get_layer('stem').filters, 16)
+        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
+        expected = source(images, training=False).numpy()
+        self.assertGreater(np.abs(expected).max(), 1.0)
+        self.assertAllClose(target(images, training=False).numpy(), expected,
+                            atol=1e-4, rtol=1e-4)
+        # The new channels are not dead: the zero weights that read them get gradients.
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(target(images, training=True)))
+        pw = target.get_layer('s0_0_pw')
+        grad = tape.gradient(loss, pw.kernel).numpy()
+        self.assertAllEqual(pw.kernel.numpy()[:, :, 8:, :], np.zeros_like(grad[:, :, 8:, :]))
+        self.assertGreater(np.abs(grad[:, :, 8:, :]).max(), 0.0)
+        with self.assertRaisesRegex(ValueError, 'does not fit'):
+            widen_weights(target, build_detector(small))
 
     def test_stage_config_builds_that_network_and_survives_json(self):
         config = DetectorConfig(stage_channels=(16, 24, 32), stage_units=(1, 2, 1),

@@ -7,7 +7,7 @@ import os
 
 import tensorflow as tf
 
-from model.detector import DetectorConfig, build_detector
+from model.detector import DetectorConfig, build_detector, is_widening, widen_weights
 
 CONFIG_FILE = 'model_config.json'
 
@@ -58,12 +58,15 @@ def load_trained(model_dir, which='best'):
     return model, config, path
 
 
-def check_same_network(model_dir, config):
-    """Raises ValueError unless model_dir's run built config's network (crop size aside)."""
+def check_init_source(model_dir, config):
+    """Raises ValueError unless model_dir's run built config's network or a narrower one
+    (same layers; see detector.is_widening). Returns the source's config."""
     source_config = load_config(model_dir)
-    if dataclasses.replace(source_config, image_size=config.image_size) != config:
+    if not is_widening(source_config, config):
         raise ValueError(f'--init_from={model_dir} holds another network ({source_config}) '
-                         f'than this run ({config}); give this run its network flags')
+                         f'than this run ({config}); give this run its network flags (it '
+                         'may add channels, not layers)')
+    return source_config
 
 
 def init_weights(model_dir, config, model, ema_model=None):
@@ -71,14 +74,15 @@ def init_weights(model_dir, config, model, ema_model=None):
     it kept them) into a new run's network, for fine-tuning or a second schedule; the
     optimizer and step of the new run start from zero. Returns the checkpoint path.
 
-    The earlier run must have built the same network (its crop size may differ).
+    The earlier run must have built the same network (its crop size may differ) or a
+    narrower one, which is widened so that the new run starts from the same outputs
+    (detector.widen_weights).
     """
-    check_same_network(model_dir, config)
+    check_init_source(model_dir, config)
     source, _, path = load_trained(model_dir)
-    weights = source.get_weights()
-    model.set_weights(weights)
+    widen_weights(source, model)
     if ema_model is not None:
-        ema_model.set_weights(weights)
+        ema_model.set_weights(model.get_weights())
     return path
 
 
