@@ -14,7 +14,9 @@ images without detections count as all missed, detections without labels are rep
 not counted. Matching, ignored faces and AP are defined in evaluation/wider.py.
 
 Prints a table (images, faces, ignored faces, detections, AP per IoU threshold, recall and
-precision at --score_threshold, false positives per face-free image). Bad input ends with
+precision at --score_threshold, false positives per face-free image), then AP at the first
+IoU threshold by face height (--size_bands; each band ignores the faces and the unmatched
+detections of other heights, as COCO's small/medium/large do). Bad input ends with
 one error line naming the file and line, and exit status 1.
 """
 
@@ -42,6 +44,10 @@ _IOU_THRESHOLD = flags.DEFINE_list(
 _MIN_FACE = flags.DEFINE_float('min_face', 0.0, 'Faces shorter than this (px) are ignored.')
 _SCORE_THRESHOLD = flags.DEFINE_float(
     'score_threshold', 0.5, 'Score for recall, precision and FP per face-free image.')
+_SIZE_BANDS = flags.DEFINE_list(
+    'size_bands', ['16', '24', '40', '80'],
+    'Face heights (px) that split the AP-by-height table: [min_face, 16), [16, 24), ... '
+    'Empty for no table.')
 _PR_CURVE = flags.DEFINE_string('pr_curve', '', 'If set, write the PR curves to this PNG.')
 _OUTPUT_JSON = flags.DEFINE_string('output_json', '', 'If set, write the metrics here.')
 flags.mark_flags_as_required(['detections', 'labels'])
@@ -53,8 +59,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _load(label_specs, detections_path, iou_thresholds, min_face):
-    """Reads the inputs and runs one Accumulator per IoU threshold."""
+def _load(label_specs, detections_path, iou_thresholds, min_face, bands=()):
+    """Reads the inputs and runs one Accumulator per IoU threshold, then one per size band
+    (at the first threshold)."""
     gt, skipped = {}, []
     for spec in label_specs:
         for key, value in label_lib.load_labels(spec, skipped).items():
@@ -64,13 +71,16 @@ def _load(label_specs, detections_path, iou_thresholds, min_face):
     detections = label_lib.load_detections(detections_path)
     pairing = label_lib.pair(list(gt), detections)
     accs = [wider.Accumulator(t, min_face) for t in iou_thresholds]
+    accs += [wider.Accumulator(iou_thresholds[0], low, high, band_detections=True)
+             for low, high in bands]
     for key, (gt_boxes, gt_ignore) in gt.items():
         det = pairing.matched.get(key)
         det_boxes = det.boxes if det else np.zeros([0, 4])
         det_scores = det.scores if det else np.zeros([0])
         for acc in accs:
             acc.add_image(gt_boxes, det_boxes, det_scores, gt_ignore)
-    return [acc.result() for acc in accs], pairing, skipped
+    results = [acc.result() for acc in accs]
+    return results[:len(iou_thresholds)], results[len(iou_thresholds):], pairing, skipped
 
 
 def _report(pairing, skipped):
@@ -93,10 +103,16 @@ def main(argv):
         iou_thresholds = [float(t) for t in _IOU_THRESHOLD.value]
     except ValueError:
         sys.exit(f'error: --iou_threshold={",".join(_IOU_THRESHOLD.value)}: not a number list')
+    try:
+        bands = wider.size_bands([float(e) for e in _SIZE_BANDS.value], _MIN_FACE.value)
+    except ValueError:
+        sys.exit(f'error: --size_bands={",".join(_SIZE_BANDS.value)}: not a number list')
+    if not _SIZE_BANDS.value:
+        bands = []
     threshold = _SCORE_THRESHOLD.value
     try:
-        results, pairing, skipped = _load(_LABELS.value, _DETECTIONS.value, iou_thresholds,
-                                          _MIN_FACE.value)
+        results, band_results, pairing, skipped = _load(
+            _LABELS.value, _DETECTIONS.value, iou_thresholds, _MIN_FACE.value, bands)
     except (label_lib.InputError, OSError, ImportError) as e:
         sys.exit(f'error: {e}')
     _report(pairing, skipped)
@@ -118,6 +134,11 @@ def main(argv):
                  (f'precision @ score>={threshold:g}, {iou}', r.precision_at(threshold))]
     rows.append((f'FP per face-free image @ score>={threshold:g}',
                  first.false_positives_per_face_free_image(threshold)))
+    band_rows = [(f'  faces {wider.band_name(r.min_face, r.max_face)} ({r.num_faces})', r.ap)
+                 for r in band_results]
+    if band_rows:
+        rows.append((f'AP @ IoU {iou_thresholds[0]:g} by face height', ''))
+        rows += band_rows
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f'{name:<{width}}  {_fmt(value)}')
@@ -137,6 +158,10 @@ def main(argv):
             'duplicate_detection_entries': [d.image for d in pairing.duplicate],
             'results': [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                          for k, v in r.summary(threshold).items()} for r in results],
+            'ap_by_face_height': [
+                {'min_face': r.min_face, 'max_face': r.max_face if math.isfinite(r.max_face)
+                 else None, 'faces': r.num_faces,
+                 'ap': None if math.isnan(r.ap) else r.ap} for r in band_results],
         }
         os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT_JSON.value)), exist_ok=True)
         with open(_OUTPUT_JSON.value, 'w', encoding='utf-8') as f:

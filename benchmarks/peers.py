@@ -32,6 +32,8 @@ Metrics (evaluation.wider rules; --min_face ignores shorter faces):
   per face-free photo (source_id negatives_folder/...) at that threshold, the median time of
   one detector call on a 640x480 resize of a few val images (after warm-up; each detector's
   own resizing, decoding and NMS included, image decoding not), and parameter counts.
+  A second table splits AP@0.5 on WIDER by face height (10-16, 16-24, 24-40, 40-80, 80+ px;
+  each band ignores the faces and the unmatched detections of other heights).
 
 Writes <output>/<detector>/detections.jsonl, <output>/pr_curve.png (WIDER, IoU 0.5),
 <output>/results.json and <output>/results.md.
@@ -56,6 +58,7 @@ YUNET_FILES = {'yunet_s': 'face_detection_yunet_2023mar.onnx',
                'yunet_n': 'yunet_n_640_640.onnx'}
 YUNET_PARAMS = {'yunet_s': 54_600, 'yunet_n': 75_900}  # published, as in ../shared/peers/README.md
 LATENCY_SIZE = (640, 480)  # width, height
+SIZE_BAND_EDGES = (16, 24, 40, 80)  # face heights (px) splitting the AP-by-height table
 
 _MODEL = flags.DEFINE_string('model', None, 'facedet SavedModel dir (export.py); without it '
                              'facedet is left out.')
@@ -378,11 +381,13 @@ def measure_latency(detector, images, runs):
 def evaluate_detector(detector, entries, pixels, min_face, output_dir):
     """Runs a detector on every val image; returns (metrics dict, WIDER IoU-0.5 EvalResult)."""
     import numpy as np
-    from evaluation.wider import Accumulator
+    from evaluation.wider import Accumulator, size_bands
+    bands = size_bands(SIZE_BAND_EDGES, min_face)
     accs = {'wider_50': Accumulator(0.5, min_face), 'wider_40': Accumulator(0.4, min_face),
             'face_mask_50': Accumulator(0.5, min_face),
             'negatives_folder': Accumulator(0.5, min_face),
             'negatives_crops': Accumulator(0.5, min_face)}
+    band_accs = [Accumulator(0.5, low, high, band_detections=True) for low, high in bands]
     os.makedirs(os.path.join(output_dir, detector.name), exist_ok=True)
     start = time.time()
     with open(os.path.join(output_dir, detector.name, 'detections.jsonl'), 'w') as out:
@@ -400,6 +405,9 @@ def evaluate_detector(detector, entries, pixels, min_face, output_dir):
             for name in names:
                 if name in accs:
                     accs[name].add_image(entry['boxes'], boxes, scores, entry['ignore'])
+            if group == 'wider':
+                for acc in band_accs:
+                    acc.add_image(entry['boxes'], boxes, scores, entry['ignore'])
             if (i + 1) % 25 == 0 or i + 1 == len(entries):
                 rate = (i + 1) / max(time.time() - start, 1e-9)
                 print(f'  {detector.name}: {i + 1}/{len(entries)} images, {rate:.1f} images/s',
@@ -420,6 +428,9 @@ def evaluate_detector(detector, entries, pixels, min_face, output_dir):
         'seconds_per_image_full_size': (time.time() - start) / max(len(entries), 1),
         'counts': {k: {'images': r.num_images, 'faces': r.num_faces,
                        'ignored_faces': r.num_ignored_faces} for k, r in results.items()},
+        'ap50_wider_by_height': [
+            {'min_face': a.min_face, 'max_face': a.max_face, 'faces': r.num_faces, 'ap': r.ap}
+            for a, r in ((a, a.result()) for a in band_accs)],
     }
     return metrics, wider
 
@@ -458,6 +469,19 @@ def markdown_table(rows):
             f'{_fmt(r["ap50_face_mask"])} | {thr} | {_fmt(r["recall_wider_at_default"])} | '
             f'{_fmt(r["fp_per_face_free_photo_at_default"], 2)} | '
             f'{_fmt(r["latency_ms_640x480"], 1)} | {params} |')
+    return '\n'.join(lines)
+
+
+def height_table(rows):
+    """AP@0.5 on WIDER by face height, one column per band, as a markdown table."""
+    from evaluation.wider import band_name
+    bands = rows[0]['ap50_wider_by_height']
+    head = '| detector | ' + ' | '.join(
+        f'{band_name(b["min_face"], b["max_face"])} ({b["faces"]})' for b in bands) + ' |'
+    lines = [head, '|' + '---|' * (len(bands) + 1)]
+    for r in rows:
+        lines.append(f'| {r["detector"]} | ' + ' | '.join(
+            _fmt(b['ap']) for b in r['ap50_wider_by_height']) + ' |')
     return '\n'.join(lines)
 
 
@@ -516,6 +540,8 @@ def main(argv):
               f'{LATENCY_SIZE[0]}x{LATENCY_SIZE[1]}, {os.cpu_count()} CPUs.')
     notes = '\n'.join(f'- {r["detector"]}: {r["note"]}' for r in rows if r['note'])
     notes += ''.join(f'\n- {k}: skipped ({v})' for k, v in skipped.items())
+    table += ('\n\nAP@0.5 on WIDER by face height (faces and unmatched detections of other '
+              'heights ignored, as in COCO\'s small/medium/large):\n\n' + height_table(rows))
     with open(os.path.join(_OUTPUT.value, 'results.md'), 'w') as f:
         f.write(f'{header}\n\n{table}\n\n{notes}\n')
     with open(os.path.join(_OUTPUT.value, 'results.json'), 'w') as f:

@@ -25,6 +25,11 @@ Rules (documented once, here):
   * AP is VOC all-point interpolation (also what the WIDER python port computes): recall
     padded with 0 and 1, precision with 0 and 0, precision made non-increasing from the
     right, then summed over the recall steps.
+  * Size bands (``max_face``, ``band_detections``; COCO's area-range rule applied to
+    heights): faces whose height is outside [min_face, max_face) are ignored, and so is an
+    unmatched detection whose height is outside the band, so that a band's AP is not charged
+    with the false positives of other sizes. Used for "AP by face height" tables; the
+    headline AP keeps WIDER's rule (every unmatched detection is a false positive).
   * Undefined values are NaN: AP and recall with no counted face, precision at a threshold
     no detection reaches, false positives per face-free image with no face-free image.
 """
@@ -37,19 +42,21 @@ import numpy as np
 from data.boxes import iou_matrix_np, xywh_to_xyxy
 
 
-def ignored_faces(gt_boxes, gt_ignore=None, min_face: float = 0.0) -> np.ndarray:
+def ignored_faces(gt_boxes, gt_ignore=None, min_face: float = 0.0,
+                  max_face: float = np.inf) -> np.ndarray:
     """Which faces are left out of evaluation (see the module rules).
 
     Args:
       gt_boxes: [N, 4] pixel xywh.
       gt_ignore: optional [N] bool, the label's own ignore flag.
       min_face: faces with height < min_face pixels are ignored.
+      max_face: faces with height >= max_face pixels are ignored.
 
     Returns:
       [N] bool.
     """
     b = np.asarray(gt_boxes, np.float64).reshape(-1, 4)
-    ignore = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 3] < min_face)
+    ignore = (b[:, 2] <= 0) | (b[:, 3] <= 0) | (b[:, 3] < min_face) | (b[:, 3] >= max_face)
     if gt_ignore is not None:
         ignore |= np.asarray(gt_ignore, bool).reshape(-1)
     return ignore
@@ -73,7 +80,8 @@ class ImageMatch:
 
 
 def match_image(gt_boxes, det_boxes, det_scores, gt_ignore=None,
-                iou_threshold: float = 0.5, min_face: float = 0.0) -> ImageMatch:
+                iou_threshold: float = 0.5, min_face: float = 0.0, max_face: float = np.inf,
+                band_detections: bool = False) -> ImageMatch:
     """Greedy WIDER/VOC matching of one image (see the module rules).
 
     Args:
@@ -83,6 +91,9 @@ def match_image(gt_boxes, det_boxes, det_scores, gt_ignore=None,
       gt_ignore: optional [N] bool.
       iou_threshold: minimum IoU for a match.
       min_face: faces shorter than this (pixels) are ignored.
+      max_face: faces this tall or taller are ignored.
+      band_detections: also ignore unmatched detections whose height is outside
+        [min_face, max_face) (a size band's AP; see the module rules).
 
     Returns:
       An ImageMatch.
@@ -92,11 +103,13 @@ def match_image(gt_boxes, det_boxes, det_scores, gt_ignore=None,
     scores = np.asarray(det_scores, np.float64).reshape(-1)
     if len(scores) != len(det_xyxy):
         raise ValueError(f'{len(det_xyxy)} detection boxes but {len(scores)} scores')
-    ignore = ignored_faces(gt_boxes, gt_ignore, min_face)
+    ignore = ignored_faces(gt_boxes, gt_ignore, min_face, max_face)
     if len(ignore) != len(gt_xyxy):
         raise ValueError(f'{len(gt_xyxy)} faces but {len(ignore)} ignore flags')
     order = np.argsort(-scores, kind='stable')
     scores, det_xyxy = scores[order], det_xyxy[order]
+    det_height = det_xyxy[:, 3] - det_xyxy[:, 1]
+    out_of_band = band_detections & ((det_height < min_face) | (det_height >= max_face))
     iou = iou_matrix_np(det_xyxy, gt_xyxy).reshape(len(det_xyxy), len(gt_xyxy))
     matched = np.zeros(len(gt_xyxy), bool)
     is_tp = np.zeros(len(scores), bool)
@@ -107,7 +120,7 @@ def match_image(gt_boxes, det_boxes, det_scores, gt_ignore=None,
         if free.any():
             matched[np.argmax(np.where(free, iou[d], -1.0))] = True
             is_tp[d] = True
-        elif not (hit & ignore).any():
+        elif not (hit & ignore).any() and not out_of_band[d]:
             is_fp[d] = True
     return ImageMatch(scores, is_tp, is_fp, int((~ignore).sum()), int(ignore.sum()))
 
@@ -137,7 +150,7 @@ class EvalResult:
       ap: average precision (NaN with no counted face).
       thresholds: [K] distinct detection scores, descending.
       precision, recall: [K] over detections with score >= thresholds[k].
-      iou_threshold, min_face: the settings used.
+      iou_threshold, min_face, max_face: the settings used.
       num_images, num_faces, num_ignored_faces, num_face_free_images: counts; a face-free
         image is one whose labels hold no box of positive size (ignored ones included).
       num_detections: all detections; num_ignored_detections of them matched ignored faces.
@@ -156,6 +169,7 @@ class EvalResult:
     num_detections: int
     num_ignored_detections: int
     face_free_scores: np.ndarray
+    max_face: float = np.inf
 
     def _index(self, score_threshold: float) -> int:
         """Index of the last PR point whose threshold is >= score_threshold, or -1."""
@@ -207,9 +221,12 @@ class Accumulator:
       result = acc.result()
     """
 
-    def __init__(self, iou_threshold: float = 0.5, min_face: float = 0.0):
+    def __init__(self, iou_threshold: float = 0.5, min_face: float = 0.0,
+                 max_face: float = np.inf, band_detections: bool = False):
         self.iou_threshold = float(iou_threshold)
         self.min_face = float(min_face)
+        self.max_face = float(max_face)
+        self.band_detections = bool(band_detections)
         self.reset()
 
     def reset(self):
@@ -237,8 +254,8 @@ class Accumulator:
         Returns:
           The image's ImageMatch.
         """
-        m = match_image(gt_boxes, det_boxes, det_scores, gt_ignore,
-                        self.iou_threshold, self.min_face)
+        m = match_image(gt_boxes, det_boxes, det_scores, gt_ignore, self.iou_threshold,
+                        self.min_face, self.max_face, self.band_detections)
         counted = m.is_tp | m.is_fp
         self._scores.append(m.scores[counted])
         self._tp.append(m.is_tp[counted])
@@ -284,7 +301,8 @@ class Accumulator:
             num_face_free_images=self.num_face_free_images,
             num_detections=self.num_detections,
             num_ignored_detections=self.num_ignored_detections,
-            face_free_scores=np.concatenate([np.zeros([0])] + self._face_free_scores))
+            face_free_scores=np.concatenate([np.zeros([0])] + self._face_free_scores),
+            max_face=self.max_face)
 
 
 def evaluate(images: Iterable[Dict[str, np.ndarray]], iou_threshold: float = 0.5,
@@ -320,3 +338,15 @@ def false_positives_per_image(images: Iterable[Dict[str, np.ndarray]],
         if not np.any(np.all(np.asarray(image['gt_boxes']).reshape(-1, 4)[:, 2:] > 0, -1)):
             counts.append(int(np.sum(np.asarray(image['det_scores']) >= score_threshold)))
     return float(np.mean(counts)) if counts else float('nan')
+
+
+def size_bands(edges, min_face: float = 0.0):
+    """[(low, high)] face-height bands from sorted edges: [min_face, e0), [e0, e1), ...,
+    [e_last, inf). Edges at or below min_face are dropped."""
+    edges = sorted(float(e) for e in edges if float(e) > min_face)
+    lows = [float(min_face)] + edges
+    return list(zip(lows, edges + [np.inf]))
+
+
+def band_name(low: float, high: float) -> str:
+    return f'{low:g}-{high:g} px' if np.isfinite(high) else f'>= {low:g} px'

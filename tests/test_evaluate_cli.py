@@ -60,8 +60,14 @@ class EvaluateCliTest(tf.test.TestCase):
         self.assertRegex(proc.stdout, r'AP @ IoU 0.5 +0.8333')
         self.assertRegex(proc.stdout, r'FP per face-free image @ score>=0.75 +1.0000')
         self.assertIn('z.jpg has no label', proc.stderr)
+        # Both faces and the false positive are 20 px tall: the 16-24 band has it all.
+        self.assertRegex(proc.stdout, r'faces 16-24 px \(2\) +0.8333')
+        self.assertRegex(proc.stdout, r'faces 0-16 px \(0\) +n/a')
         with open(metrics) as f:
-            results = json.load(f)['results']
+            saved = json.load(f)
+        results = saved['results']
+        self.assertEqual([b['faces'] for b in saved['ap_by_face_height']], [0, 2, 0, 0, 0])
+        self.assertAllClose(saved['ap_by_face_height'][1]['ap'], 5 / 6)
         self.assertAllClose(results[0]['ap'], 5 / 6)
         self.assertAllClose(results[0]['recall'], 0.5)
         self.assertAllClose(results[0]['precision'], 0.5)

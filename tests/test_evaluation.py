@@ -75,6 +75,33 @@ class WiderTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(r.num_faces, num_faces)
         self.assertAllClose(r.ap, ap)
 
+    def test_size_band(self):
+        small, large = [10, 10, 12, 12], [100, 100, 50, 50]
+        stray = [300, 300, 50, 50]  # a 50 px false positive, the highest score
+        img = image([small, large], [stray, small, large], [0.95, 0.9, 0.7])
+
+        def band(low, high, band_detections=True):
+            acc = wider.Accumulator(0.5, low, high, band_detections)
+            acc.add(img)
+            return acc.result()
+
+        # 10-24 px: the stray and the large face's detection are another band's business.
+        r = band(10, 24)
+        self.assertEqual((r.num_faces, r.num_ignored_faces), (1, 1))
+        self.assertEqual(r.num_ignored_detections, 2)
+        self.assertAllClose(r.ap, 1.0)
+        # Without the detection rule the stray 50 px box is a false positive ranked first.
+        self.assertAllClose(band(10, 24, band_detections=False).ap, 0.5)
+        # >= 24 px: the stray counts (it is this band's size) and ranks above the hit.
+        r = band(24, np.inf)
+        self.assertEqual(r.num_faces, 1)
+        self.assertAllClose(r.precision, [0.0, 0.5])
+        self.assertAllClose(r.ap, 0.5)
+        self.assertEqual(wider.size_bands([16, 24], min_face=10),
+                         [(10.0, 16.0), (16.0, 24.0), (24.0, np.inf)])
+        self.assertEqual(wider.size_bands([8, 16], min_face=10), [(10.0, 16.0), (16.0, np.inf)])
+        self.assertEqual(wider.band_name(24, np.inf), '>= 24 px')
+
     def test_degenerate_box_is_ignored(self):
         # WIDER's face-free entry is one all-zero row.
         r = wider.evaluate([image([[0, 0, 0, 0]], [], [])])
