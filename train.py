@@ -105,8 +105,9 @@ def _train():
         raise ValueError(f'--stage_channels and --stage_units take integers: {e}') from None
     # Checks the stages (DetectorConfig.__post_init__) before anything is written.
     config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
-                            stem_channels=_STEM_CHANNELS.value, stage_channels=stage_channels, stage_units=stage_units,
-                            anchor_scale=_ANCHOR_SCALE.value, image_size=size)
+                            stem_channels=_STEM_CHANNELS.value, stage_channels=stage_channels,
+                            stage_units=stage_units, anchor_scale=_ANCHOR_SCALE.value,
+                            image_size=size)
     if _INIT_FROM.value:
         checkpoints.check_init_source(_INIT_FROM.value, config)
     os.makedirs(_MODEL_DIR.value, exist_ok=True)

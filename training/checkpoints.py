@@ -2,7 +2,6 @@
 network it restores into. export.py and the training loop (resume, --init_from) share these.
 """
 
-import dataclasses
 import os
 
 import tensorflow as tf
