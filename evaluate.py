@@ -104,11 +104,10 @@ def main(argv):
     except ValueError:
         sys.exit(f'error: --iou_threshold={",".join(_IOU_THRESHOLD.value)}: not a number list')
     try:
-        bands = wider.size_bands([float(e) for e in _SIZE_BANDS.value], _MIN_FACE.value)
+        edges = [float(e) for e in _SIZE_BANDS.value]
     except ValueError:
         sys.exit(f'error: --size_bands={",".join(_SIZE_BANDS.value)}: not a number list')
-    if not _SIZE_BANDS.value:
-        bands = []
+    bands = wider.size_bands(edges, _MIN_FACE.value) if edges else []
     threshold = _SCORE_THRESHOLD.value
     try:
         results, band_results, pairing, skipped = _load(
@@ -158,10 +157,7 @@ def main(argv):
             'duplicate_detection_entries': [d.image for d in pairing.duplicate],
             'results': [{k: (None if isinstance(v, float) and math.isnan(v) else v)
                          for k, v in r.summary(threshold).items()} for r in results],
-            'ap_by_face_height': [
-                {'min_face': r.min_face, 'max_face': r.max_face if math.isfinite(r.max_face)
-                 else None, 'faces': r.num_faces,
-                 'ap': None if math.isnan(r.ap) else r.ap} for r in band_results],
+            'ap_by_face_height': [r.band_summary() for r in band_results],
         }
         os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT_JSON.value)), exist_ok=True)
         with open(_OUTPUT_JSON.value, 'w', encoding='utf-8') as f:

@@ -428,10 +428,7 @@ def evaluate_detector(detector, entries, pixels, min_face, output_dir):
         'seconds_per_image_full_size': (time.time() - start) / max(len(entries), 1),
         'counts': {k: {'images': r.num_images, 'faces': r.num_faces,
                        'ignored_faces': r.num_ignored_faces} for k, r in results.items()},
-        'ap50_wider_by_height': [
-            {'min_face': a.min_face, 'max_face': a.max_face if np.isfinite(a.max_face) else None,
-             'faces': r.num_faces, 'ap': r.ap}
-            for a, r in ((a, a.result()) for a in band_accs)],
+        'ap50_wider_by_height': [a.result().band_summary() for a in band_accs],
     }
     return metrics, wider
 
@@ -478,8 +475,7 @@ def height_table(rows):
     from evaluation.wider import band_name
     bands = rows[0]['ap50_wider_by_height']
     head = '| detector | ' + ' | '.join(
-        f'{band_name(b["min_face"], b["max_face"] or float("inf"))} ({b["faces"]})'
-        for b in bands) + ' |'
+        f'{band_name(b["min_face"], b["max_face"])} ({b["faces"]})' for b in bands) + ' |'
     lines = [head, '|' + '---|' * (len(bands) + 1)]
     for r in rows:
         lines.append(f'| {r["detector"]} | ' + ' | '.join(

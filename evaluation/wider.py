@@ -193,6 +193,13 @@ class EvalResult:
             return float('nan')
         return float(np.sum(self.face_free_scores >= score_threshold)) / self.num_face_free_images
 
+    def band_summary(self) -> Dict[str, float]:
+        """A size band's row as a JSON-ready dict: heights, counted faces and AP (an open
+        end and an undefined AP are None)."""
+        return {'min_face': self.min_face,
+                'max_face': self.max_face if np.isfinite(self.max_face) else None,
+                'faces': self.num_faces, 'ap': None if np.isnan(self.ap) else self.ap}
+
     def summary(self, score_threshold: float) -> Dict[str, float]:
         """Scalar metrics as a JSON-ready dict."""
         return {
@@ -348,5 +355,6 @@ def size_bands(edges, min_face: float = 0.0):
     return list(zip(lows, edges + [np.inf]))
 
 
-def band_name(low: float, high: float) -> str:
-    return f'{low:g}-{high:g} px' if np.isfinite(high) else f'>= {low:g} px'
+def band_name(low: float, high=None) -> str:
+    """'10-16 px', or '>= 80 px' for an open band (high None or inf)."""
+    return f'{low:g}-{high:g} px' if high is not None and np.isfinite(high) else f'>= {low:g} px'
