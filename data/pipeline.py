@@ -61,7 +61,7 @@ def make_targets(example, image_size, anchors, anchor_scale):
 
 def build_dataset(file_pattern, batch_size, image_size, is_training, strides=(8, 16, 32),
                   anchor_scale=4.0, shuffle_buffer=1000, seed=None, scale_range=(0.3, 2.0),
-                  repeat=None, input_context=None):
+                  repeat=None, input_context=None, min_face_px=4.0):
     """Builds the training or validation dataset.
 
     Args:
@@ -72,6 +72,8 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, strides=(8,
         letterbox of the whole image.
       repeat: repeat forever (defaults to is_training).
       input_context: tf.distribute.InputContext, to shard files across input pipelines.
+      min_face_px: faces smaller than this in a training crop are marked ignore (neither face
+        nor background; data/augment.py).
 
     Returns:
       A dataset of dicts: ``image`` [B, S, S, 3] float32 0..255, ``targets`` (dict of
@@ -95,7 +97,8 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, strides=(8,
     ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
     if is_training:
         def _augment(example):
-            example = augment.random_square_crop(example, image_size, scale_range)
+            example = augment.random_square_crop(example, image_size, scale_range,
+                                                  min_face_px=min_face_px)
             example = augment.random_flip(example)
             return augment.photometric(example)
     else:

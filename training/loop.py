@@ -44,6 +44,7 @@ class TrainSettings:
     jit_compile: bool = False
     crop_range: Tuple[float, float] = (0.3, 2.0)
     shuffle_buffer: int = 1000
+    train_min_face: float = 4.0  # faces under this (px, in the crop) are ignored in training
     val_min_face: float = 4.0
     val_image_size: int = 0      # letterbox side for validation; 0 = the training size
     ema_decay: float = 0.999     # weight averaging; 0 turns it off
@@ -174,7 +175,7 @@ def train(s: TrainSettings):
             s.train_records, ctx.get_per_replica_batch_size(s.batch_size), size, True,
             strides=cfg.strides, anchor_scale=cfg.anchor_scale,
             shuffle_buffer=s.shuffle_buffer, seed=s.seed + start_step,
-            scale_range=s.crop_range, input_context=ctx)
+            scale_range=s.crop_range, input_context=ctx, min_face_px=s.train_min_face)
         # The padded face lists change shape from batch to batch and would retrace the
         # step function each time; training needs only the fixed-shape targets.
         return ds.map(lambda b: {'image': b['image'], 'targets': b['targets']})
