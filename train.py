@@ -46,6 +46,8 @@ _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier of the netwo
 _NECK_CHANNELS = flags.DEFINE_integer('neck_channels', 48, 'FPN/head channels (before width).')
 _STEM_CHANNELS = flags.DEFINE_integer('stem_channels', 24,
                                       'Channels of the stride-4 stem (before width).')
+_HEAD_UNITS = flags.DEFINE_integer('head_units', 1,
+                                   'Depthwise + pointwise units in the shared head.')
 _STAGE_CHANNELS = flags.DEFINE_list('stage_channels', ['48', '64', '96'],
                                     'Backbone channels at strides 8,16,32 (before width).')
 _STAGE_UNITS = flags.DEFINE_list('stage_units', ['3', '4', '3'],
@@ -110,7 +112,7 @@ def _train():
     config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
                             stem_channels=_STEM_CHANNELS.value, stage_channels=stage_channels,
                             stage_units=stage_units, anchor_scale=_ANCHOR_SCALE.value,
-                            image_size=size)
+                            head_units=_HEAD_UNITS.value, image_size=size)
     if _INIT_FROM.value:
         checkpoints.check_init_source(_INIT_FROM.value, config)
     os.makedirs(_MODEL_DIR.value, exist_ok=True)

@@ -10,6 +10,7 @@ boxes is model/postprocess.py's job; the network knows no box math.
 import dataclasses
 import json
 import math
+import re
 
 import keras
 import numpy as np
@@ -36,11 +37,17 @@ class DetectorConfig:
     image_size: int = 256        # training crop side; inference runs at any multiple of 32
     # Channels of the stride-4 stem (before width); configs from before this field had 24.
     stem_channels: int = 24
+    # Depthwise + pointwise units in the shared head; units after the first are residual
+    # and start as the identity (zero pointwise), so --init_from can add them to a trained
+    # network. Configs from before this field had one.
+    head_units: int = 1
 
     def __post_init__(self):
         stages = tuple(self.stage_channels) + tuple(self.stage_units)
         if self.stem_channels < 1:
             raise ValueError(f'stem_channels must be positive, got {self.stem_channels}')
+        if self.head_units < 1:
+            raise ValueError(f'head_units must be at least 1, got {self.head_units}')
         if len(self.stage_channels) != 3 or len(self.stage_units) != 3 or min(stages) < 1:
             raise ValueError('stage_channels and stage_units need 3 positive integers each '
                              f'(strides 8, 16, 32), got {self.stage_channels} and '
@@ -166,17 +173,28 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
     # because each level's statistics differ (folded, each level gets its own depthwise).
     head_dw = _dwconv(1, 'head_dw', False)
     head_pw = layers.Conv2D(channels, 1, activation='relu', name='head_pw')
+    # Further units: x + pointwise(relu(bn(depthwise(x)))), the pointwise starting at zero.
+    extra = [(_dwconv(1, f'head{k}_dw', False),
+              layers.Conv2D(channels, 1, name=f'head{k}_pw', kernel_initializer='zeros'))
+             for k in range(1, config.head_units)]
     bias = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
     head_out = layers.Conv2D(
         NUM_OUTPUTS, 1, name='head_out',
         bias_initializer=keras.initializers.Constant([bias] + [0.0] * (NUM_OUTPUTS - 1)))
+
+    def depthwise(shared, x, level):
+        if folded:
+            return _dwconv(1, f'{shared.name}{level}', True)(x)
+        bn_name = shared.name[:-len('dw')] + f'bn{level}'
+        return layers.BatchNormalization(name=bn_name)(shared(x))
+
     outputs = []
     for i, f in enumerate(features):
-        if folded:
-            y = _dwconv(1, f'head_dw{i}', True)(f)
-        else:
-            y = layers.BatchNormalization(name=f'head_bn{i}')(head_dw(f))
-        y = head_out(head_pw(layers.ReLU(name=f'head_relu{i}')(y)))
+        y = head_pw(layers.ReLU(name=f'head_relu{i}')(depthwise(head_dw, f, i)))
+        for k, (dw, pw) in enumerate(extra, start=1):
+            z = pw(layers.ReLU(name=f'head{k}_relu{i}')(depthwise(dw, y, i)))
+            y = layers.ReLU(name=f'head{k}_out{i}')(layers.Add(name=f'head{k}_add{i}')([y, z]))
+        y = head_out(y)
         outputs.append(layers.Reshape([-1, NUM_OUTPUTS], name=f'flatten{i}')(y))
     raw = layers.Concatenate(axis=1, name='concat')(outputs)
     # Heads emit float32 whatever the compute policy, so losses and NMS run in float32.
@@ -205,8 +223,10 @@ def fold_batch_norms(model, config):
         if not target.weights:
             continue
         name = target.name
-        if name.startswith('head_dw') and name != 'head_dw':
-            source, bn = model.get_layer('head_dw'), model.get_layer(f'head_bn{name[7:]}')
+        per_level = re.fullmatch(r'(head\d*_)dw(\d+)', name)
+        if per_level:  # a level's copy of a shared head depthwise, with that level's norm
+            prefix, level = per_level.groups()
+            source, bn = model.get_layer(prefix + 'dw'), model.get_layer(f'{prefix}bn{level}')
         elif name in norms:
             source, bn = model.get_layer(name), norms[name][0]
         else:
@@ -237,10 +257,12 @@ def _channel_counts(config):
 def is_widening(source: DetectorConfig, target: DetectorConfig) -> bool:
     """Whether target builds source's network (same layers, units and strides) with at least
     as many channels everywhere, so that widen_weights can carry source's weights over.
-    The crop size does not count. A network is a widening of itself."""
+    Target may also have more head units (they start as the identity). The crop size does
+    not count. A network is a widening of itself."""
     same_layout = (tuple(source.stage_units) == tuple(target.stage_units) and
                    tuple(source.strides) == tuple(target.strides) and
-                   source.anchor_scale == target.anchor_scale)
+                   source.anchor_scale == target.anchor_scale and
+                   source.head_units <= target.head_units)
     return same_layout and all(a <= b for a, b in zip(_channel_counts(source),
                                                       _channel_counts(target)))
 
@@ -258,9 +280,13 @@ def widen_weights(source: keras.Model, target: keras.Model):
 
     Training then grows the zero weights from the new channels' (random, non-zero)
     activations. Equal shapes are a plain copy, so widening a network into itself copies it.
+    Head units that source lacks keep their initialization, which is the identity.
     """
+    source_names = {layer.name for layer in source.layers}
     for layer in target.layers:
         if not layer.weights:
+            continue
+        if layer.name not in source_names and re.match(r'head[1-9]\d*_', layer.name):
             continue
         source_layer = source.get_layer(layer.name)
         mixes_channels = isinstance(layer, layers.Conv2D)  # DepthwiseConv2D is not one

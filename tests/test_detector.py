@@ -30,17 +30,21 @@ class DetectorTest(tf.test.TestCase):
             self.assertEqual(raw.dtype, tf.float32)
 
     def test_folded_network_gives_the_same_outputs(self):
-        config = DetectorConfig()
-        model = build_detector(config)
-        _randomize_batch_norms(model)
-        folded = fold_batch_norms(model, config)
-        self.assertFalse(any(isinstance(l, keras.layers.BatchNormalization)
-                             for l in folded.layers))
-        self.assertLess(folded.count_params(), model.count_params())
-        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
-        expected = model(images, training=False).numpy()
-        self.assertGreater(np.abs(expected).max(), 1.0)
-        self.assertAllClose(folded(images).numpy(), expected, atol=1e-4, rtol=1e-4)
+        for config in (DetectorConfig(), DetectorConfig(head_units=3, neck_channels=16,
+                                                        stage_channels=(16, 24, 32))):
+            model = build_detector(config)
+            _randomize_batch_norms(model)
+            for k in range(1, config.head_units):  # as after training: not the identity
+                pw = model.get_layer(f'head{k}_pw')
+                pw.kernel.assign(tf.random.normal(pw.kernel.shape, stddev=0.3, seed=k))
+            folded = fold_batch_norms(model, config)
+            self.assertFalse(any(isinstance(l, keras.layers.BatchNormalization)
+                                 for l in folded.layers))
+            self.assertLess(folded.count_params(), model.count_params())
+            images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
+            expected = model(images, training=False).numpy()
+            self.assertGreater(np.abs(expected).max(), 1.0)
+            self.assertAllClose(folded(images).numpy(), expected, atol=1e-4, rtol=1e-4)
 
     def test_widened_network_starts_with_the_same_outputs_and_learns_its_new_channels(self):
         small = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
@@ -73,6 +77,28 @@ class DetectorTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'does not fit'):
             widen_weights(target, build_detector(small))
 
+    def test_head_units_added_to_a_trained_network_start_as_the_identity(self):
+        one = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
+                             stage_units=(2, 2, 1))
+        two = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=24,
+                             stage_units=(2, 2, 1), head_units=2)
+        self.assertTrue(is_widening(one, two))
+        self.assertFalse(is_widening(two, one))
+        source = build_detector(one)
+        _randomize_batch_norms(source)
+        target = build_detector(two)
+        _randomize_batch_norms(target, seed=1)
+        widen_weights(source, target)
+        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
+        expected = source(images, training=False).numpy()
+        self.assertAllClose(target(images, training=False).numpy(), expected,
+                            atol=1e-4, rtol=1e-4)
+        # Training moves the new unit off the identity: its zero pointwise gets gradients.
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(target(images, training=True)))
+        grad = tape.gradient(loss, target.get_layer('head1_pw').kernel).numpy()
+        self.assertGreater(np.abs(grad).max(), 0.0)
+
     def test_stage_config_builds_that_network_and_survives_json(self):
         config = DetectorConfig(stage_channels=(16, 24, 32), stage_units=(1, 2, 1),
                                 neck_channels=16)
@@ -89,12 +115,16 @@ class DetectorTest(tf.test.TestCase):
         config = DetectorConfig.from_json(old)
         self.assertEqual(config.stage_channels, (48, 64, 96))
         self.assertEqual(config.stage_units, (3, 4, 3))
+        self.assertEqual(config.head_units, 1)
+        self.assertEqual(config.stem_channels, 24)
 
     def test_bad_stage_config_is_a_clear_error(self):
         with self.assertRaisesRegex(ValueError, 'stage_channels and stage_units'):
             DetectorConfig(stage_channels=(16, 24))
         with self.assertRaisesRegex(ValueError, 'stage_channels and stage_units'):
             DetectorConfig.from_json('{"stage_units": [1, 0, 1]}')
+        with self.assertRaisesRegex(ValueError, 'head_units'):
+            DetectorConfig(head_units=0)
 
 
 if __name__ == '__main__':

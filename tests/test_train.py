@@ -107,10 +107,12 @@ class TrainTest(tf.test.TestCase):
                              for n, k in fresh_kernels.items()))
 
         # A wider stem: the source's kernels fill its leading channels, and the layer that
-        # reads the stem gives the new channels zero weights.
+        # reads the stem gives the new channels zero weights. A second head unit starts as
+        # the identity (zero pointwise).
         wide = os.path.join(self.dir, 'init_wide')
         out = self._train(wide, '--val_records=', f'--init_from={source}', '--train_steps=1',
-                          '--learning_rate=0', '--image_size=96', '--stem_channels=32')
+                          '--learning_rate=0', '--image_size=96', '--stem_channels=32',
+                          '--head_units=2')
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         wide_kernels = self._kernels(wide, 'model')
         self.assertEqual(wide_kernels['stem'].shape[-1], 32)
@@ -119,6 +121,8 @@ class TrainTest(tf.test.TestCase):
         self.assertAllEqual(wide_kernels['s0_0_pw'][:, :, 24:],
                             np.zeros_like(wide_kernels['s0_0_pw'][:, :, 24:]))
         self.assertAllEqual(wide_kernels['head_out'], source_kernels['head_out'])
+        self.assertNotIn('head1_pw', source_kernels)
+        self.assertAllEqual(wide_kernels['head1_pw'], np.zeros_like(wide_kernels['head1_pw']))
 
         # A narrower neck cannot hold the source's weights.
         out = self._train(os.path.join(self.dir, 'init_other'), '--val_records=',
