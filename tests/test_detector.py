@@ -1,5 +1,7 @@
 """The network: output layout, any input size, and batch-norm folding for export."""
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 import keras
@@ -7,6 +9,10 @@ import keras
 from model import anchors
 from model.detector import (NUM_OUTPUTS, DetectorConfig, build_detector, fold_batch_norms,
                             is_widening, widen_weights)
+
+# A small network for the widening tests.
+SMALL = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
+                       stage_units=(2, 2, 1))
 
 
 def _randomize_batch_norms(model, seed=0):
@@ -46,57 +52,53 @@ class DetectorTest(tf.test.TestCase):
             self.assertGreater(np.abs(expected).max(), 1.0)
             self.assertAllClose(folded(images).numpy(), expected, atol=1e-4, rtol=1e-4)
 
-    def test_widened_network_starts_with_the_same_outputs_and_learns_its_new_channels(self):
-        small = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
-                               stage_units=(2, 2, 1))
-        wide = DetectorConfig(stem_channels=16, stage_channels=(24, 24, 40), neck_channels=24,
-                              stage_units=(2, 2, 1), image_size=320)
-        self.assertTrue(is_widening(small, wide))
-        self.assertTrue(is_widening(small, small))
-        self.assertFalse(is_widening(wide, small))
-        deeper = DetectorConfig(stem_channels=16, stage_units=(2, 3, 1))
-        self.assertFalse(is_widening(small, deeper))
-        source = build_detector(small)
+    def _widen(self, source_config, target_config):
+        """Widens a random source network (batch norms as after training) into
+        target_config's; checks both give the same outputs. Returns the target and a batch."""
+        source = build_detector(source_config)
         _randomize_batch_norms(source)
-        target = build_detector(wide)
+        target = build_detector(target_config)
         _randomize_batch_norms(target, seed=1)
         widen_weights(source, target)
-        self.assertEqual(target.get_layer('stem').filters, 16)
         images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
         expected = source(images, training=False).numpy()
         self.assertGreater(np.abs(expected).max(), 1.0)
         self.assertAllClose(target(images, training=False).numpy(), expected,
                             atol=1e-4, rtol=1e-4)
-        # The new channels are not dead: the zero weights that read them get gradients.
+        return target, images
+
+    @staticmethod
+    def _kernel_and_gradient(model, images, layer_name):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.square(target(images, training=True)))
-        pw = target.get_layer('s0_0_pw')
-        grad = tape.gradient(loss, pw.kernel).numpy()
-        self.assertAllEqual(pw.kernel.numpy()[:, :, 8:, :], np.zeros_like(grad[:, :, 8:, :]))
+            loss = tf.reduce_sum(tf.square(model(images, training=True)))
+        kernel = model.get_layer(layer_name).kernel
+        return kernel.numpy(), tape.gradient(loss, kernel).numpy()
+
+    def test_widened_network_starts_with_the_same_outputs_and_learns_its_new_channels(self):
+        wide = DetectorConfig(stem_channels=16, stage_channels=(24, 24, 40), neck_channels=24,
+                              stage_units=(2, 2, 1), image_size=320)
+        self.assertTrue(is_widening(SMALL, wide))
+        self.assertTrue(is_widening(SMALL, SMALL))
+        self.assertFalse(is_widening(wide, SMALL))
+        deeper = DetectorConfig(stem_channels=16, stage_units=(2, 3, 1))
+        self.assertFalse(is_widening(SMALL, deeper))
+        target, images = self._widen(SMALL, wide)
+        self.assertEqual(target.get_layer('stem').filters, 16)
+        # The new channels are not dead: the zero weights that read them get gradients.
+        kernel, grad = self._kernel_and_gradient(target, images, 's0_0_pw')
+        self.assertAllEqual(kernel[:, :, 8:, :], np.zeros_like(grad[:, :, 8:, :]))
         self.assertGreater(np.abs(grad[:, :, 8:, :]).max(), 0.0)
         with self.assertRaisesRegex(ValueError, 'does not fit'):
-            widen_weights(target, build_detector(small))
+            widen_weights(target, build_detector(SMALL))
 
     def test_head_units_added_to_a_trained_network_start_as_the_identity(self):
-        one = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
-                             stage_units=(2, 2, 1))
-        two = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=24,
-                             stage_units=(2, 2, 1), head_units=2)
-        self.assertTrue(is_widening(one, two))
-        self.assertFalse(is_widening(two, one))
-        source = build_detector(one)
-        _randomize_batch_norms(source)
-        target = build_detector(two)
-        _randomize_batch_norms(target, seed=1)
-        widen_weights(source, target)
-        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
-        expected = source(images, training=False).numpy()
-        self.assertAllClose(target(images, training=False).numpy(), expected,
-                            atol=1e-4, rtol=1e-4)
+        two = dataclasses.replace(SMALL, neck_channels=24, head_units=2)
+        self.assertTrue(is_widening(SMALL, two))
+        self.assertFalse(is_widening(two, SMALL))
+        target, images = self._widen(SMALL, two)
         # Training moves the new unit off the identity: its zero pointwise gets gradients.
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.square(target(images, training=True)))
-        grad = tape.gradient(loss, target.get_layer('head1_pw').kernel).numpy()
+        kernel, grad = self._kernel_and_gradient(target, images, 'head1_pw')
+        self.assertAllEqual(kernel, np.zeros_like(kernel))
         self.assertGreater(np.abs(grad).max(), 0.0)
 
     def test_stage_config_builds_that_network_and_survives_json(self):
