@@ -17,9 +17,10 @@ import tensorflow as tf
 from data import boxes as box_lib
 
 PAD_VALUE = 114.0  # grey padding, the same for zoom-out crops and letterboxing
+MIN_FACE_PX = 4.0  # default: faces under this many pixels in the output become ignore
 
 
-def random_square_crop(example, output_size, scale_range=(0.3, 2.0), min_face_px=4.0,
+def random_square_crop(example, output_size, scale_range=(0.3, 2.0), min_face_px=MIN_FACE_PX,
                        seed=None):
     """Crops a random square of side s * short_side (s in scale_range) and resizes it.
 
@@ -38,7 +39,7 @@ def random_square_crop(example, output_size, scale_range=(0.3, 2.0), min_face_px
     return _crop(example, y0, x0, side, side, output_size, min_face_px)
 
 
-def letterbox(example, output_size, min_face_px=4.0):
+def letterbox(example, output_size, min_face_px=MIN_FACE_PX):
     """Resizes the whole image (keeping its aspect) into the top-left of a square, padded."""
     shape = tf.shape(example['image'])
     side = tf.cast(tf.maximum(shape[0], shape[1]), tf.float32)

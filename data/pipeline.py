@@ -61,7 +61,8 @@ def make_targets(example, image_size, anchors, anchor_scale):
 
 def build_dataset(file_pattern, batch_size, image_size, is_training, strides=(8, 16, 32),
                   anchor_scale=4.0, shuffle_buffer=1000, seed=None, scale_range=(0.3, 2.0),
-                  repeat=None, input_context=None, min_face_px=4.0):
+                  repeat=None, input_context=None,
+                  min_face_px=augment.MIN_FACE_PX):
     """Builds the training or validation dataset.
 
     Args:

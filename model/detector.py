@@ -154,6 +154,13 @@ def _fpn(features, channels, folded=False):
     return [_dw_block(f, channels, 1, f'fpn_out{i}', folded) for i, f in enumerate(outputs)]
 
 
+def _head_prefix(unit):
+    """Name prefix of head unit `unit`'s layers: 'head_' for the first (the names networks
+    had before head_units), then 'head1_', 'head2_', ... (fold_batch_norms and widen_weights
+    find the units by these names)."""
+    return 'head_' if unit == 0 else f'head{unit}_'
+
+
 def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> keras.Model:
     """Builds the detector. Input: [B, H, W, 3] float 0..255, H and W multiples of 32.
 
@@ -174,26 +181,25 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
     head_dw = _dwconv(1, 'head_dw', False)
     head_pw = layers.Conv2D(channels, 1, activation='relu', name='head_pw')
     # Further units: x + pointwise(relu(bn(depthwise(x)))), the pointwise starting at zero.
-    extra = [(_dwconv(1, f'head{k}_dw', False),
-              layers.Conv2D(channels, 1, name=f'head{k}_pw', kernel_initializer='zeros'))
+    extra = [(_head_prefix(k), _dwconv(1, _head_prefix(k) + 'dw', False),
+              layers.Conv2D(channels, 1, name=_head_prefix(k) + 'pw', kernel_initializer='zeros'))
              for k in range(1, config.head_units)]
     bias = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
     head_out = layers.Conv2D(
         NUM_OUTPUTS, 1, name='head_out',
         bias_initializer=keras.initializers.Constant([bias] + [0.0] * (NUM_OUTPUTS - 1)))
 
-    def depthwise(shared, x, level):
+    def depthwise(prefix, shared, x, level):
         if folded:
-            return _dwconv(1, f'{shared.name}{level}', True)(x)
-        bn_name = shared.name[:-len('dw')] + f'bn{level}'
-        return layers.BatchNormalization(name=bn_name)(shared(x))
+            return _dwconv(1, f'{prefix}dw{level}', True)(x)
+        return layers.BatchNormalization(name=f'{prefix}bn{level}')(shared(x))
 
     outputs = []
     for i, f in enumerate(features):
-        y = head_pw(layers.ReLU(name=f'head_relu{i}')(depthwise(head_dw, f, i)))
-        for k, (dw, pw) in enumerate(extra, start=1):
-            z = pw(layers.ReLU(name=f'head{k}_relu{i}')(depthwise(dw, y, i)))
-            y = layers.ReLU(name=f'head{k}_out{i}')(layers.Add(name=f'head{k}_add{i}')([y, z]))
+        y = head_pw(layers.ReLU(name=f'head_relu{i}')(depthwise(_head_prefix(0), head_dw, f, i)))
+        for prefix, dw, pw in extra:
+            z = pw(layers.ReLU(name=f'{prefix}relu{i}')(depthwise(prefix, dw, y, i)))
+            y = layers.ReLU(name=f'{prefix}out{i}')(layers.Add(name=f'{prefix}add{i}')([y, z]))
         y = head_out(y)
         outputs.append(layers.Reshape([-1, NUM_OUTPUTS], name=f'flatten{i}')(y))
     raw = layers.Concatenate(axis=1, name='concat')(outputs)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data import augment
 from data import boxes as box_lib
 from data import pipeline
 from model import anchors as anchor_lib
@@ -44,7 +45,7 @@ class TrainSettings:
     jit_compile: bool = False
     crop_range: Tuple[float, float] = (0.3, 2.0)
     shuffle_buffer: int = 1000
-    train_min_face: float = 4.0  # faces under this (px, in the crop) are ignored in training
+    train_min_face: float = augment.MIN_FACE_PX  # smaller faces in a crop are ignored
     val_min_face: float = 4.0
     val_image_size: int = 0      # letterbox side for validation; 0 = the training size
     ema_decay: float = 0.999     # weight averaging; 0 turns it off
