@@ -103,6 +103,13 @@ def _train():
         raise ValueError(f'--val_image_size must be a multiple of 32, got {_VAL_IMAGE_SIZE.value}')
     if not 0.0 <= _EMA_DECAY.value < 1.0:
         raise ValueError(f'--ema_decay must be in [0, 1), got {_EMA_DECAY.value}')
+    if not 0.0 < _MIN_CROP.value <= _MAX_CROP.value:
+        raise ValueError(f'--min_crop and --max_crop need 0 < min_crop <= max_crop, got '
+                         f'{_MIN_CROP.value} and {_MAX_CROP.value}')
+    for flag in (_TRAIN_MIN_FACE, _VAL_MIN_FACE):
+        if flag.value < 0:
+            raise ValueError(f'--{flag.name} must be at least 0 (0 ignores no face), '
+                             f'got {flag.value}')
     try:
         stage_channels = tuple(int(v) for v in _STAGE_CHANNELS.value)
         stage_units = tuple(int(v) for v in _STAGE_UNITS.value)
