@@ -48,6 +48,9 @@ _STEM_CHANNELS = flags.DEFINE_integer('stem_channels', 24,
                                       'Channels of the stride-4 stem (before width).')
 _HEAD_UNITS = flags.DEFINE_integer('head_units', 1,
                                    'Depthwise + pointwise units in the shared head.')
+_QUALITY_HEAD = flags.DEFINE_bool(
+    'quality_head', False, 'Add an IoU output learned on faces only; the face logit then '
+    'learns face or not, and the score is the geometric mean of the two (as YuNet).')
 _STAGE_CHANNELS = flags.DEFINE_list('stage_channels', ['48', '64', '96'],
                                     'Backbone channels at strides 8,16,32 (before width).')
 _STAGE_UNITS = flags.DEFINE_list('stage_units', ['3', '4', '3'],
@@ -119,7 +122,8 @@ def _train():
     config = DetectorConfig(width=_WIDTH.value, neck_channels=_NECK_CHANNELS.value,
                             stem_channels=_STEM_CHANNELS.value, stage_channels=stage_channels,
                             stage_units=stage_units, anchor_scale=_ANCHOR_SCALE.value,
-                            head_units=_HEAD_UNITS.value, image_size=size)
+                            head_units=_HEAD_UNITS.value, quality_head=_QUALITY_HEAD.value,
+                            image_size=size)
     if _INIT_FROM.value:
         checkpoints.check_init_source(_INIT_FROM.value, config)
     os.makedirs(_MODEL_DIR.value, exist_ok=True)

@@ -3,8 +3,9 @@
 ``build_detector`` returns a Keras model from an image batch (float, 0..255, any size that
 is a multiple of 32) to raw head outputs ``[B, P, 15]`` in float32, one row per anchor point
 (see model/anchors.py for their order): column 0 is the face logit, 1:5 the box distances
-(top, left, bottom, right) before the softplus, 5:15 the landmark offsets. Turning them into
-boxes is model/postprocess.py's job; the network knows no box math.
+(top, left, bottom, right) before the softplus, 5:15 the landmark offsets; with
+``quality_head`` a 16th column is the IoU logit. Turning them into boxes and scores is
+model/postprocess.py's job; the network knows no box math.
 """
 
 import dataclasses
@@ -18,8 +19,8 @@ from keras import layers
 
 from model.anchors import DEFAULT_STRIDES
 
-NUM_OUTPUTS = 15  # 1 logit + 4 distances + 10 landmark offsets
-CLS, BOX, LMK = slice(0, 1), slice(1, 5), slice(5, 15)
+NUM_OUTPUTS = 15  # 1 logit + 4 distances + 10 landmark offsets (+ 1 IoU logit: quality_head)
+CLS, BOX, LMK, QUALITY = slice(0, 1), slice(1, 5), slice(5, 15), slice(15, 16)
 PRIOR_PROBABILITY = 0.01
 
 
@@ -41,6 +42,12 @@ class DetectorConfig:
     # and start as the identity (zero pointwise), so --init_from can add them to a trained
     # network. Configs from before this field had one.
     head_units: int = 1
+    # A 16th output predicts the IoU of the point's box with its face (learned on positives
+    # only) while the face logit learns face or not (1 on every positive); the score is the
+    # geometric mean of the two, as YuNet scores sqrt(cls * obj). Without it the face logit
+    # learns the IoU itself (quality focal loss), so a face boxed at IoU 0.6 is taught to
+    # score 0.6. Configs from before this field had none.
+    quality_head: bool = False
 
     def __post_init__(self):
         stages = tuple(self.stage_channels) + tuple(self.stage_units)
@@ -154,6 +161,11 @@ def _fpn(features, channels, folded=False):
     return [_dw_block(f, channels, 1, f'fpn_out{i}', folded) for i, f in enumerate(outputs)]
 
 
+def num_outputs(config):
+    """Columns of the raw output: NUM_OUTPUTS, plus the IoU logit with quality_head."""
+    return NUM_OUTPUTS + int(config.quality_head)
+
+
 def _head_prefix(unit):
     """Name prefix of head unit `unit`'s layers: 'head_' for the first (the names networks
     had before head_units), then 'head1_', 'head2_', ... (fold_batch_norms and widen_weights
@@ -185,9 +197,10 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
               layers.Conv2D(channels, 1, name=_head_prefix(k) + 'pw', kernel_initializer='zeros'))
              for k in range(1, config.head_units)]
     bias = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+    outputs_per_point = num_outputs(config)
     head_out = layers.Conv2D(
-        NUM_OUTPUTS, 1, name='head_out',
-        bias_initializer=keras.initializers.Constant([bias] + [0.0] * (NUM_OUTPUTS - 1)))
+        outputs_per_point, 1, name='head_out',
+        bias_initializer=keras.initializers.Constant([bias] + [0.0] * (outputs_per_point - 1)))
 
     def depthwise(prefix, shared, x, level):
         if folded:
@@ -201,7 +214,7 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
             z = pw(layers.ReLU(name=f'{prefix}relu{i}')(depthwise(prefix, dw, y, i)))
             y = layers.ReLU(name=f'{prefix}out{i}')(layers.Add(name=f'{prefix}add{i}')([y, z]))
         y = head_out(y)
-        outputs.append(layers.Reshape([-1, NUM_OUTPUTS], name=f'flatten{i}')(y))
+        outputs.append(layers.Reshape([-1, outputs_per_point], name=f'flatten{i}')(y))
     raw = layers.Concatenate(axis=1, name='concat')(outputs)
     # Heads emit float32 whatever the compute policy, so losses and NMS run in float32.
     raw = layers.Activation('linear', dtype='float32', name='raw')(raw)
@@ -263,12 +276,14 @@ def _channel_counts(config):
 def is_widening(source: DetectorConfig, target: DetectorConfig) -> bool:
     """Whether target builds source's network (same layers, units and strides) with at least
     as many channels everywhere, so that widen_weights can carry source's weights over.
-    Target may also have more head units (they start as the identity). The crop size does
-    not count. A network is a widening of itself."""
+    Target may also have more head units (they start as the identity) and a quality head
+    source lacks (its column starts fresh). The crop size does not count. A network is a
+    widening of itself."""
     same_layout = (tuple(source.stage_units) == tuple(target.stage_units) and
                    tuple(source.strides) == tuple(target.strides) and
                    source.anchor_scale == target.anchor_scale and
-                   source.head_units <= target.head_units)
+                   source.head_units <= target.head_units and
+                   source.quality_head <= target.quality_head)
     return same_layout and all(a <= b for a, b in zip(_channel_counts(source),
                                                       _channel_counts(target)))
 
@@ -286,7 +301,9 @@ def widen_weights(source: keras.Model, target: keras.Model):
 
     Training then grows the zero weights from the new channels' (random, non-zero)
     activations. Equal shapes are a plain copy, so widening a network into itself copies it.
-    Head units that source lacks keep their initialization, which is the identity.
+    Head units that source lacks keep their initialization, which is the identity. A
+    quality column that source lacks (head_out's extra output filter) starts at zero, so
+    every point's IoU probability is 0.5 and the scores keep source's order.
     """
     source_names = {layer.name for layer in source.layers}
     for layer in target.layers:
@@ -303,6 +320,8 @@ def widen_weights(source: keras.Model, target: keras.Model):
                 raise ValueError(f'{layer.name}: weight {src.shape} does not fit in {dst.shape}')
             if mixes_channels and dst.ndim == 4:
                 dst[:, :, src.shape[2]:, :] = 0.0
+            if layer.name == 'head_out':
+                dst[..., src.shape[-1]:] = 0.0  # the quality column, if source had none
             dst[tuple(slice(0, n) for n in src.shape)] = src
             values.append(dst)
         layer.set_weights(values)

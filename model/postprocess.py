@@ -6,14 +6,14 @@ import tensorflow as tf
 
 from data import boxes as box_lib
 from model import anchors as anchor_lib
-from model.detector import BOX, CLS, LMK
+from model.detector import BOX, CLS, LMK, NUM_OUTPUTS, QUALITY
 
 
 def decode(raw, points, point_strides):
     """Decodes raw outputs at every anchor point.
 
     Args:
-      raw: [B, P, 15] float32 head outputs.
+      raw: [B, P, 15 or 16] float32 head outputs.
       points: [P, 2] (y, x) pixel anchor points; point_strides: [P].
 
     Returns:
@@ -26,12 +26,27 @@ def decode(raw, points, point_strides):
     return raw[..., CLS][..., 0], boxes_px, landmarks_px
 
 
+def has_quality(raw):
+    """Whether raw outputs carry the IoU logit (DetectorConfig.quality_head)."""
+    return raw.shape[-1] > NUM_OUTPUTS
+
+
+def scores(raw):
+    """Detection scores [B, P] of raw outputs: the face probability, or with a quality head
+    the geometric mean of the face and IoU probabilities (the same order as their product,
+    on the face probability's scale for thresholds)."""
+    face = tf.sigmoid(raw[..., CLS][..., 0])
+    if has_quality(raw):
+        return tf.sqrt(face * tf.sigmoid(raw[..., QUALITY][..., 0]))
+    return face
+
+
 def detect(raw, input_height, input_width, strides=anchor_lib.DEFAULT_STRIDES,
            max_detections=200, score_threshold=0.3, iou_threshold=0.4, pre_nms_top_k=2000):
     """Raw outputs -> final detections per image, padded to max_detections.
 
     Args:
-      raw: [B, P, 15] head outputs for an input of input_height x input_width pixels.
+      raw: [B, P, 15 or 16] head outputs for an input of input_height x input_width pixels.
       max_detections, score_threshold, iou_threshold: NMS settings.
       pre_nms_top_k: only the best-scoring points enter NMS (bounds its cost).
 
@@ -41,14 +56,14 @@ def detect(raw, input_height, input_width, strides=anchor_lib.DEFAULT_STRIDES,
       rows past num_detections are zero.
     """
     points, point_strides, _ = anchor_lib.anchor_points(input_height, input_width, strides)
-    logits, boxes_px, landmarks_px = decode(raw, points, point_strides)
-    scores = tf.sigmoid(logits)
+    _, boxes_px, landmarks_px = decode(raw, points, point_strides)
+    point_scores = scores(raw)
     boxes = tf.clip_by_value(box_lib.to_normalized(boxes_px, input_height, input_width), 0.0, 1.0)
     hw = tf.cast(tf.stack([input_height, input_width] * 5), tf.float32)
     landmarks = landmarks_px / hw
 
-    k = tf.minimum(pre_nms_top_k, tf.shape(scores)[1])
-    top_scores, top_idx = tf.math.top_k(scores, k=k)
+    k = tf.minimum(pre_nms_top_k, tf.shape(point_scores)[1])
+    top_scores, top_idx = tf.math.top_k(point_scores, k=k)
     top_boxes = tf.gather(boxes, top_idx, batch_dims=1)
     top_landmarks = tf.gather(landmarks, top_idx, batch_dims=1)
 

@@ -101,6 +101,35 @@ class DetectorTest(tf.test.TestCase):
         self.assertAllEqual(kernel, np.zeros_like(kernel))
         self.assertGreater(np.abs(grad).max(), 0.0)
 
+    def test_quality_head_added_to_a_trained_network_keeps_its_outputs(self):
+        quality = dataclasses.replace(SMALL, quality_head=True)
+        self.assertTrue(is_widening(SMALL, quality))
+        self.assertFalse(is_widening(quality, SMALL))
+        source = build_detector(SMALL)
+        _randomize_batch_norms(source)
+        target = build_detector(quality)
+        widen_weights(source, target)
+        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
+        expected = source(images, training=False).numpy()
+        got = target(images, training=False).numpy()
+        self.assertEqual(got.shape[-1], NUM_OUTPUTS + 1)
+        self.assertAllClose(got[..., :NUM_OUTPUTS], expected, atol=1e-4, rtol=1e-4)
+        # The IoU logit starts at 0 (probability 0.5 everywhere), so scores keep their
+        # order, and learns: its zero kernel column gets gradients.
+        self.assertAllEqual(got[..., NUM_OUTPUTS], np.zeros_like(got[..., NUM_OUTPUTS]))
+        kernel = target.get_layer('head_out').kernel
+        with tf.GradientTape() as tape:
+            iou_logits = target(images, training=True)[..., NUM_OUTPUTS]
+            loss = tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.fill(tf.shape(iou_logits), 0.8), logits=iou_logits))
+        grad = tape.gradient(loss, kernel).numpy()
+        self.assertAllEqual(kernel[..., NUM_OUTPUTS], np.zeros_like(kernel[..., 0]))
+        self.assertGreater(np.abs(grad[..., NUM_OUTPUTS]).max(), 0.0)
+        # Folding keeps the 16th column like the others.
+        kernel.assign(tf.random.normal(kernel.shape, stddev=0.3, seed=2))
+        self.assertAllClose(fold_batch_norms(target, quality)(images).numpy(),
+                            target(images, training=False).numpy(), atol=1e-4, rtol=1e-4)
+
     def test_stage_config_builds_that_network_and_survives_json(self):
         config = DetectorConfig(stage_channels=(16, 24, 32), stage_units=(1, 2, 1),
                                 neck_channels=16)
@@ -118,6 +147,7 @@ class DetectorTest(tf.test.TestCase):
         self.assertEqual(config.stage_channels, (48, 64, 96))
         self.assertEqual(config.stage_units, (3, 4, 3))
         self.assertEqual(config.head_units, 1)
+        self.assertFalse(config.quality_head)
         self.assertEqual(config.stem_channels, 24)
 
     def test_bad_stage_config_is_a_clear_error(self):
