@@ -50,7 +50,7 @@ _HEAD_UNITS = flags.DEFINE_integer('head_units', 1,
                                    'Depthwise + pointwise units in the shared head.')
 _QUALITY_HEAD = flags.DEFINE_bool(
     'quality_head', False, 'Add an IoU output learned on faces only; the face logit then '
-    'learns face or not, and the score is the geometric mean of the two (as YuNet).')
+    'learns face or not, and the score is their product (as YuNet).')
 _STAGE_CHANNELS = flags.DEFINE_list('stage_channels', ['48', '64', '96'],
                                     'Backbone channels at strides 8,16,32 (before width).')
 _STAGE_UNITS = flags.DEFINE_list('stage_units', ['3', '4', '3'],

@@ -43,10 +43,10 @@ class DetectorConfig:
     # network. Configs from before this field had one.
     head_units: int = 1
     # A 16th output predicts the IoU of the point's box with its face (learned on positives
-    # only) while the face logit learns face or not (1 on every positive); the score is the
-    # geometric mean of the two, as YuNet scores sqrt(cls * obj). Without it the face logit
-    # learns the IoU itself (quality focal loss), so a face boxed at IoU 0.6 is taught to
-    # score 0.6. Configs from before this field had none.
+    # only) while the face logit learns face or not (1 on every positive); the score is
+    # their product (postprocess.scores), as YuNet combines cls and obj. Without it the face
+    # logit learns the IoU itself (quality focal loss), so a face boxed at IoU 0.6 is taught
+    # to score 0.6. Configs from before this field had none.
     quality_head: bool = False
 
     def __post_init__(self):

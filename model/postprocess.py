@@ -33,11 +33,13 @@ def has_quality(raw):
 
 def scores(raw):
     """Detection scores [B, P] of raw outputs: the face probability, or with a quality head
-    the geometric mean of the face and IoU probabilities (the same order as their product,
-    on the face probability's scale for thresholds)."""
+    the face probability times the IoU probability. The product keeps the scale of the
+    quality focal score (which learns face-ness times IoU in one logit), so thresholds mean
+    the same for both; their geometric mean, which ranks the same, would lift background
+    points over the in-graph NMS's score floor and slow it down."""
     face = tf.sigmoid(raw[..., CLS][..., 0])
     if has_quality(raw):
-        return tf.sqrt(face * tf.sigmoid(raw[..., QUALITY][..., 0]))
+        return face * tf.sigmoid(raw[..., QUALITY][..., 0])
     return face
 
 

@@ -50,17 +50,16 @@ class PostprocessTest(tf.test.TestCase):
         self.assertEqual(int(out['num_detections'][0]), 2)
         self.assertAllClose(out['scores'][0, :2], 1 / (1 + np.exp(-np.array([4.0, 1.0]))))
 
-    def test_quality_head_scores_are_the_geometric_mean(self):
+    def test_quality_head_scores_are_face_times_iou_probability(self):
         faces = [[8.0, 8.0, 30.0, 28.0], [36.0, 40.0, 60.0, 62.0]]
         raw = _raw_with_faces(faces).numpy()
         quality = np.full(raw.shape[:2] + (1,), -8.0, np.float32)
         strong = np.argmax(raw[0, :, 0])
         quality[0, strong, 0] = 2.0  # one face boxed well, the other not (logit -8)
         out = postprocess.detect(tf.constant(np.concatenate([raw, quality], -1)), 64, 64,
-                                 score_threshold=0.01)
+                                 score_threshold=1e-4)
         face = 1 / (1 + np.exp(-4.0))
-        expected = sorted([np.sqrt(face / (1 + np.exp(-2.0))), np.sqrt(face / (1 + np.exp(8.0)))],
-                          reverse=True)
+        expected = sorted([face / (1 + np.exp(-2.0)), face / (1 + np.exp(8.0))], reverse=True)
         self.assertEqual(int(out['num_detections'][0]), 2)
         self.assertAllClose(out['scores'][0, :2], expected, rtol=1e-5)
 
