@@ -277,7 +277,7 @@ def is_widening(source: DetectorConfig, target: DetectorConfig) -> bool:
     """Whether target builds source's network (same layers, units and strides) with at least
     as many channels everywhere, so that widen_weights can carry source's weights over.
     Target may also have more head units (they start as the identity) and a quality head
-    source lacks (its column starts fresh). The crop size does not count. A network is a
+    source lacks (its column starts at zero). The crop size does not count. A network is a
     widening of itself."""
     same_layout = (tuple(source.stage_units) == tuple(target.stage_units) and
                    tuple(source.strides) == tuple(target.strides) and
