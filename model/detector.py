@@ -19,6 +19,11 @@ from keras import layers
 
 from model.anchors import DEFAULT_STRIDES
 
+# The feature levels a network may have: strides 8/16/32, or those plus a stride-4 level (P2)
+# on the stem's features for faces of 8-16 px (as tiny-face detectors add one).
+FINE_STRIDES = (4,) + DEFAULT_STRIDES
+SUPPORTED_STRIDES = (DEFAULT_STRIDES, FINE_STRIDES)
+
 NUM_OUTPUTS = 15  # 1 logit + 4 distances + 10 landmark offsets (+ 1 IoU logit: quality_head)
 CLS, BOX, LMK, QUALITY = slice(0, 1), slice(1, 5), slice(5, 15), slice(15, 16)
 PRIOR_PROBABILITY = 0.01
@@ -55,6 +60,8 @@ class DetectorConfig:
             raise ValueError(f'stem_channels must be positive, got {self.stem_channels}')
         if self.head_units < 1:
             raise ValueError(f'head_units must be at least 1, got {self.head_units}')
+        if tuple(self.strides) not in SUPPORTED_STRIDES:
+            raise ValueError(f'strides must be one of {SUPPORTED_STRIDES}, got {self.strides}')
         if len(self.stage_channels) != 3 or len(self.stage_units) != 3 or min(stages) < 1:
             raise ValueError('stage_channels and stage_units need 3 positive integers each '
                              f'(strides 8, 16, 32), got {self.stage_channels} and '
@@ -133,15 +140,23 @@ def _unit(x, filters, stride, name, folded=False):
 INPUT_SCALE, INPUT_OFFSET = 1 / 127.5, -1.0
 
 
+def level_tag(stride):
+    """The suffix of a feature level's layer names: '0', '1', '2' for strides 8, 16, 32 (the
+    names networks had before the stride-4 level) and 's4' for stride 4, so a network with
+    the stride-4 level holds every layer of one without it under the same name."""
+    return 's4' if stride == 4 else str(DEFAULT_STRIDES.index(stride))
+
+
 def _backbone(x, config, folded=False):
-    """Returns the stride-8, 16 and 32 feature maps.
+    """Returns the feature maps at config.strides: the stem's (stride 4) when the network
+    has that level, then the stages' at strides 8, 16 and 32.
 
     The stem is a 4x4 convolution with stride 4 (a patch embedding): nothing runs at
     stride 2, where each op would touch a feature map as large as the image itself.
     """
     c = lambda n: _channels(n, config.width)  # noqa: E731
     x = _conv_bn(x, c(config.stem_channels), 4, 4, 'stem', folded)       # /4
-    outputs = []
+    outputs = [x] if 4 in config.strides else []
     for level, (channels, units) in enumerate(zip(config.stage_channels, config.stage_units)):
         x = _unit(x, c(channels), 2, f's{level}_0', folded)        # /8, /16, /32
         for i in range(1, units):
@@ -150,15 +165,16 @@ def _backbone(x, config, folded=False):
     return outputs
 
 
-def _fpn(features, channels, folded=False):
+def _fpn(features, strides, channels, folded=False):
     """Top-down FPN: 1x1 laterals, upsample-and-add, then a depthwise 3x3 smoothing."""
-    laterals = [_conv_bn(f, channels, 1, 1, f'fpn_lat{i}', folded)
-                for i, f in enumerate(features)]
+    tags = [level_tag(s) for s in strides]
+    laterals = [_conv_bn(f, channels, 1, 1, f'fpn_lat{t}', folded)
+                for t, f in zip(tags, features)]
     outputs = [laterals[-1]]
     for i in range(len(laterals) - 2, -1, -1):
-        up = layers.UpSampling2D(2, name=f'fpn_up{i}')(outputs[0])
-        outputs.insert(0, layers.Add(name=f'fpn_add{i}')([laterals[i], up]))
-    return [_dw_block(f, channels, 1, f'fpn_out{i}', folded) for i, f in enumerate(outputs)]
+        up = layers.UpSampling2D(2, name=f'fpn_up{tags[i]}')(outputs[0])
+        outputs.insert(0, layers.Add(name=f'fpn_add{tags[i]}')([laterals[i], up]))
+    return [_dw_block(f, channels, 1, f'fpn_out{t}', folded) for t, f in zip(tags, outputs)]
 
 
 def num_outputs(config):
@@ -179,13 +195,11 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
     folded=True builds the inference twin without batch-norm layers and without the input
     normalization, for fold_batch_norms.
     """
-    if tuple(config.strides) != DEFAULT_STRIDES:
-        raise ValueError(f'strides must be {DEFAULT_STRIDES}, got {config.strides}')
     images = keras.Input([None, None, 3], name='images')
     x = images if folded else layers.Rescaling(INPUT_SCALE, offset=INPUT_OFFSET,
                                                name='normalize')(images)
     channels = _channels(config.neck_channels, config.width)
-    features = _fpn(_backbone(x, config, folded), channels, folded)
+    features = _fpn(_backbone(x, config, folded), config.strides, channels, folded)
 
     # One head shared by all levels: distances are in units of the level's stride, so the
     # same weights serve every scale (as in FCOS, GFL and SCRFD). Batch norm stays per level
@@ -208,7 +222,7 @@ def build_detector(config: DetectorConfig = DetectorConfig(), folded=False) -> k
         return layers.BatchNormalization(name=f'{prefix}bn{level}')(shared(x))
 
     outputs = []
-    for i, f in enumerate(features):
+    for i, f in zip(map(level_tag, config.strides), features):
         y = head_pw(layers.ReLU(name=f'head_relu{i}')(depthwise(_head_prefix(0), head_dw, f, i)))
         for prefix, dw, pw in extra:
             z = pw(layers.ReLU(name=f'{prefix}relu{i}')(depthwise(prefix, dw, y, i)))
@@ -242,7 +256,7 @@ def fold_batch_norms(model, config):
         if not target.weights:
             continue
         name = target.name
-        per_level = re.fullmatch(r'(head\d*_)dw(\d+)', name)
+        per_level = re.fullmatch(r'(head\d*_)dw(\d+|s4)', name)
         if per_level:  # a level's copy of a shared head depthwise, with that level's norm
             prefix, level = per_level.groups()
             source, bn = model.get_layer(prefix + 'dw'), model.get_layer(f'{prefix}bn{level}')
@@ -276,11 +290,12 @@ def _channel_counts(config):
 def is_widening(source: DetectorConfig, target: DetectorConfig) -> bool:
     """Whether target builds source's network (same layers, units and strides) with at least
     as many channels everywhere, so that widen_weights can carry source's weights over.
-    Target may also have more head units (they start as the identity) and a quality head
-    source lacks (its column starts at zero). The crop size does not count. A network is a
-    widening of itself."""
+    Target may also have more head units (they start as the identity), a quality head
+    source lacks (its column starts at zero) and the stride-4 level source lacks (it starts
+    fresh; the other levels compute what they did). The crop size does not count. A network
+    is a widening of itself."""
     same_layout = (tuple(source.stage_units) == tuple(target.stage_units) and
-                   tuple(source.strides) == tuple(target.strides) and
+                   set(source.strides) <= set(target.strides) and
                    source.anchor_scale == target.anchor_scale and
                    source.head_units <= target.head_units and
                    source.quality_head <= target.quality_head)
@@ -303,13 +318,16 @@ def widen_weights(source: keras.Model, target: keras.Model):
     activations. Equal shapes are a plain copy, so widening a network into itself copies it.
     Head units that source lacks keep their initialization, which is the identity. A
     quality column that source lacks (head_out's extra output filter) starts at zero, so
-    every point's IoU probability is 0.5 and the scores keep source's order.
+    every point's IoU probability is 0.5 and the scores keep source's order. A stride-4
+    level that source lacks keeps its initialization: its outputs are new points, and the
+    other levels' points are computed as in source.
     """
     source_names = {layer.name for layer in source.layers}
     for layer in target.layers:
         if not layer.weights:
             continue
-        if layer.name not in source_names and re.match(r'head[1-9]\d*_', layer.name):
+        new_part = re.match(r'head[1-9]\d*_|(fpn_lat|fpn_out|head\d*_bn)s4(_|$)', layer.name)
+        if layer.name not in source_names and new_part:
             continue
         source_layer = source.get_layer(layer.name)
         mixes_channels = isinstance(layer, layers.Conv2D)  # DepthwiseConv2D is not one

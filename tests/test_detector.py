@@ -124,6 +124,36 @@ class DetectorTest(tf.test.TestCase):
         self.assertAllClose(fold_batch_norms(target, quality)(images).numpy(),
                             target(images, training=False).numpy(), atol=1e-4, rtol=1e-4)
 
+    def test_stride_4_level_comes_first_and_is_added_to_a_trained_network(self):
+        fine = dataclasses.replace(SMALL, strides=(4, 8, 16, 32), quality_head=True)
+        self.assertTrue(is_widening(SMALL, fine))
+        self.assertFalse(is_widening(fine, SMALL))
+        source = build_detector(SMALL)
+        _randomize_batch_norms(source)
+        target = build_detector(fine)
+        _randomize_batch_norms(target, seed=1)
+        widen_weights(source, target)
+        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
+        expected = source(images, training=False).numpy()
+        got = target(images, training=False).numpy()
+        # One row per point, the stride-4 points first (model/anchors.py's order); the other
+        # levels' rows are the source's, the new level's come from its fresh layers.
+        _, point_strides, sizes = anchors.anchor_points(96, 128, fine.strides)
+        self.assertEqual(got.shape, (2, point_strides.shape[0], NUM_OUTPUTS + 1))
+        self.assertEqual(sizes[0], 24 * 32)
+        self.assertAllEqual(point_strides[:sizes[0]], np.full(sizes[0], 4.0))
+        self.assertAllClose(got[:, sizes[0]:, :NUM_OUTPUTS], expected, atol=1e-4, rtol=1e-4)
+        self.assertGreater(np.std(got[:, :sizes[0], 1:5]), 0.0)
+        # The new level learns: its lateral's kernel gets gradients.
+        _, grad = self._kernel_and_gradient(target, images, 'fpn_lats4')
+        self.assertGreater(np.abs(grad).max(), 0.0)
+        # Folding covers the new level's own batch norms.
+        self.assertAllClose(fold_batch_norms(target, fine)(images).numpy(),
+                            target(images, training=False).numpy(), atol=1e-4, rtol=1e-4)
+        with self.assertRaisesRegex(ValueError, 'strides must be one of'):
+            DetectorConfig(strides=(2, 4, 8))
+        self.assertEqual(DetectorConfig.from_json(fine.to_json()), fine)
+
     def test_stage_config_builds_that_network_and_survives_json(self):
         config = DetectorConfig(stage_channels=(16, 24, 32), stage_units=(1, 2, 1),
                                 neck_channels=16)

@@ -249,7 +249,8 @@ class TrainTest(tf.test.TestCase):
     def test_bad_crop_and_face_size_flags_are_a_clear_error(self):
         for flag, name in (('--min_crop=0', 'min_crop'), ('--max_crop=0.1', 'max_crop'),
                            ('--train_min_face=-1', 'train_min_face'),
-                           ('--val_min_face=-2', 'val_min_face')):
+                           ('--val_min_face=-2', 'val_min_face'),
+                           ('--strides=8,16', 'strides'), ('--strides=4,eight', 'strides')):
             out = cli.run('train.py', '--flagfile=configs/smoke.flags', flag,
                           f'--train_records={self.train}', f'--model_dir={self.dir}/sizes')
             self.assertNotEqual(out.returncode, 0, flag)
