@@ -40,6 +40,10 @@ _SCALES = flags.DEFINE_list(
     'with NMS: 1,1.5 also finds faces too small for one pass (about 2x slower); 1.5 alone '
     'only upscales. Boxes are reported in the original pixels. The SavedModel still caps '
     'the long side at its export --max_side.')
+_RUNTIME = flags.DEFINE_enum(
+    'runtime', 'auto', ['auto', 'tflite', 'savedmodel'], 'What runs the network: TFLite '
+    "(the export's network.tflite, about twice as fast on a CPU), the SavedModel, or auto: "
+    'TFLite when the export has it.')
 _MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
 
 flags.mark_flag_as_required('input')
@@ -114,12 +118,12 @@ def main(argv):
         if not os.path.exists(os.path.join(model_dir, 'saved_model.pb')):
             raise FileNotFoundError(
                 f'{model_dir} is not a SavedModel; export one with export.py and pass --model')
+        from model import runtime
+        signature, _ = runtime.load(model_dir, _RUNTIME.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'detect.py: error: {e}')
 
-    import tensorflow as tf
     from preprocess.items import SkipItem, load_rgb
-    signature = tf.saved_model.load(model_dir).signatures['detect_image']
     landmarks = model_has_landmarks(model_dir)
     os.makedirs(_OUTPUT.value, exist_ok=True)
     jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')

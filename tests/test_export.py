@@ -73,8 +73,9 @@ class ExportTest(tf.test.TestCase):
         bias[0] = -1.0
         head.set_weights([kernel, bias])
         cls.export_dir = os.path.join(cls.dir, 'saved_model')
-        cls.detector = export.export(cls.model, config, cls.export_dir, max_side=96,
-                                     score_threshold=0.2, max_detections=20)
+        serving = dict(max_side=96, score_threshold=0.2, iou_threshold=0.4, max_detections=20)
+        cls.detector = export.export(cls.model, config, cls.export_dir, **serving)
+        export.write_model_info(cls.export_dir, config, 'ckpt-0', True, serving)
         cls.images = []
         for i, (h, w) in enumerate(_SIZES):
             path = os.path.join(cls.dir, f'img{i}.jpg')
@@ -148,6 +149,37 @@ class ExportTest(tf.test.TestCase):
         self.assertEqual(int(got['num_detections'][0]), int(expected['num_detections'][0]))
         self.assertGreater(int(got['num_detections'][0]), 0)
         self._assert_same_detections(_rows(got, '', 0), _rows(expected, '', 0))
+
+    def test_tflite_runtime_gives_the_savedmodels_detections(self):
+        from model import runtime
+        lite, name = runtime.load(self.export_dir)
+        self.assertEqual(name, 'tflite')
+        signature, name = runtime.load(self.export_dir, 'savedmodel')
+        self.assertEqual(name, 'savedmodel')
+        # As they come, downscaled to max_side (192x128), and padded to a multiple of 32.
+        images = [np.asarray(Image.open(p).convert('RGB'), np.float32) for p in self.images]
+        images.append(images[0][:70, :90])
+        for image in images:
+            got = lite(images=image[None])
+            expected = signature(images=tf.constant(image[None]))
+            self.assertEqual(int(got['num_detections'][0]), int(expected['num_detections'][0]))
+            self.assertGreater(int(got['num_detections'][0]), 0)
+            self._assert_same_detections(_rows(got, '', 0), _rows(expected, '', 0))
+        # A batch runs image by image.
+        batch = lite(images=np.stack([images[0], images[0]]))
+        self.assertAllClose(batch['scores'][1], batch['scores'][0])
+
+    def test_tflite_runtime_needs_the_files_export_writes(self):
+        import shutil
+        from model import runtime
+        model_dir = os.path.join(self.dir, 'no_tflite_model')
+        shutil.copytree(self.export_dir, model_dir)
+        os.remove(os.path.join(model_dir, runtime.NETWORK_FILE))
+        self.assertEqual(runtime.load(model_dir)[1], 'savedmodel')
+        with self.assertRaisesRegex(FileNotFoundError, 'network.tflite'):
+            runtime.load(model_dir, 'tflite')
+        with self.assertRaisesRegex(ValueError, 'runtime must be one of'):
+            runtime.load(model_dir, 'onnx')
 
     def test_detect_writes_valid_jsonl_and_pngs(self):
         folder = os.path.join(self.dir, 'photos')
