@@ -14,7 +14,8 @@ def decode(raw, points, point_strides):
 
     Args:
       raw: [B, P, 15 or 16] float32 head outputs.
-      points: [P, 2] (y, x) pixel anchor points; point_strides: [P].
+      points: [P, 2] (y, x) pixel anchor points; point_strides: [P] (or [B, P, 2] and
+        [B, P]: each image's own points).
 
     Returns:
       logits [B, P], boxes_px [B, P, 4] yxyx pixels of the network input,
@@ -58,16 +59,18 @@ def detect(raw, input_height, input_width, strides=anchor_lib.DEFAULT_STRIDES,
       rows past num_detections are zero.
     """
     points, point_strides, _ = anchor_lib.anchor_points(input_height, input_width, strides)
-    _, boxes_px, landmarks_px = decode(raw, points, point_strides)
     point_scores = scores(raw)
-    boxes = tf.clip_by_value(box_lib.to_normalized(boxes_px, input_height, input_width), 0.0, 1.0)
-    hw = tf.cast(tf.stack([input_height, input_width] * 5), tf.float32)
-    landmarks = landmarks_px / hw
-
+    # Only the best points are decoded (a 640x480 input has 6,300 points, 25,500 with the
+    # stride-4 level).
     k = tf.minimum(pre_nms_top_k, tf.shape(point_scores)[1])
     top_scores, top_idx = tf.math.top_k(point_scores, k=k)
-    top_boxes = tf.gather(boxes, top_idx, batch_dims=1)
-    top_landmarks = tf.gather(landmarks, top_idx, batch_dims=1)
+    _, boxes_px, landmarks_px = decode(tf.gather(raw, top_idx, batch_dims=1),
+                                       tf.gather(points, top_idx),
+                                       tf.gather(point_strides, top_idx))
+    top_boxes = tf.clip_by_value(box_lib.to_normalized(boxes_px, input_height, input_width),
+                                 0.0, 1.0)
+    hw = tf.cast(tf.stack([input_height, input_width] * 5), tf.float32)
+    top_landmarks = landmarks_px / hw
 
     def nms_one(args):
         b, s, lm = args
