@@ -12,8 +12,8 @@ model's facedet.json says its landmarks were never trained), and an annotated PN
 (--max_pngs caps how many). Without --model, the pretrained default model is used when the
 project ships one (models/facedet_default). Unreadable images are reported and skipped.
 
-The export's network.tflite runs the network (TFLite with XNNPACK, about twice as fast as
-TensorFlow on a CPU), inside the SavedModel's preprocessing, decoding and NMS
+The export's network.tflite runs the network (TFLite with XNNPACK, faster than TensorFlow
+on a CPU: MODEL_CARD.md), inside the SavedModel's preprocessing, decoding and NMS
 (model/runtime.py); --runtime=savedmodel runs the SavedModel alone, as do exports written
 before export.py wrote network.tflite.
 """
@@ -47,7 +47,7 @@ _SCALES = flags.DEFINE_list(
     'the long side at its export --max_side.')
 _RUNTIME = flags.DEFINE_enum(
     'runtime', 'auto', ['auto', 'tflite', 'savedmodel'], 'What runs the network: TFLite '
-    "(the export's network.tflite, about twice as fast on a CPU), the SavedModel, or auto: "
+    "(the export's network.tflite, faster on a CPU), the SavedModel, or auto: "
     'TFLite when the export has it.')
 _MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
 

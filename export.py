@@ -11,8 +11,8 @@ landmarks [B, K, 10] as (x, y) pixel pairs and num_detections [B].
 
 <export_dir>/network.tflite holds the same network for TFLite (XNNPACK), [1, H, W, 3] float
 input of any size that is a multiple of 32, raw outputs; detect.py and the benchmarks run it
-by default with the SavedModel's decoding and NMS around it (model/runtime.py), about twice
-as fast on a CPU.
+by default with the SavedModel's decoding and NMS around it (model/runtime.py), faster on a
+CPU (MODEL_CARD.md).
 
 --tflite_size=N also writes facedet_N.tflite for devices: one signature ``serve`` taking
 [1, N, N, 3] float32 RGB 0..255 (resize or pad your image to N x N first), with the same

@@ -1,8 +1,9 @@
 """Loads an export for inference: the SavedModel's detect_image signature, or the same
 network run by TFLite (XNNPACK) with the same preprocessing, decoding and NMS around it.
 
-On a 2-core CPU the TFLite interpreter ran the network about twice as fast as TensorFlow
-(measured at 640x480: 8-9 ms against 19-20 ms; benchmarks/README.md). export.py writes
+On a 2-core CPU a whole call on a 640x480 photo took 10-16 ms this way against 17-21 ms
+for the SavedModel (the network 6.5-11 ms in TFLite, decoding and NMS 2.3-2.9 ms in
+TensorFlow; benchmark rows in MODEL_CARD.md). export.py writes
 ``network.tflite`` beside the SavedModel: the network alone (batch norms folded), with a
 ``[1, H, W, 3]`` input of any size that is a multiple of 32; the interpreter is resized when
 an image of another size comes. Decoding and NMS stay in TensorFlow (model/serving.py's),
