@@ -36,8 +36,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-MODEL_INFO = 'facedet.json'  # model/runtime.py reads it
-NETWORK_FILE = 'network.tflite'
+from model.runtime import MODEL_INFO, NETWORK_FILE  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Training directory (train.py --model_dir).')
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.')

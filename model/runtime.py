@@ -20,8 +20,8 @@ import warnings
 
 import numpy as np
 
-from data.augment import PAD_VALUE
-
+# The files export.py writes beside the SavedModel (this module imports no TensorFlow at the
+# top, so export.py and detect.py take these names from here without slowing --help).
 NETWORK_FILE = 'network.tflite'
 MODEL_INFO = 'facedet.json'
 RUNTIMES = ('auto', 'tflite', 'savedmodel')
@@ -61,6 +61,7 @@ class LiteSignature:
     def __init__(self, export_dir, num_threads=None):
         import tensorflow as tf
 
+        from data.augment import PAD_VALUE
         from model.detector import DetectorConfig, num_outputs
         from model.serving import Detector
         path = os.path.join(export_dir, NETWORK_FILE)
@@ -75,7 +76,7 @@ class LiteSignature:
             raise ValueError(f'{info_path} has no "serving" settings; export the model again')
         config = DetectorConfig.from_json(json.dumps(info['config']))
         detector = Detector(None, config.strides, **info['serving'])
-        self._max_side = info['serving']['max_side']
+        self._max_side, self._pad_value = info['serving']['max_side'], PAD_VALUE
         with warnings.catch_warnings():  # its deprecation notice, for TF 2.22+ (we pin < 2.22)
             warnings.simplefilter('ignore', UserWarning)
             self._interpreter = tf.lite.Interpreter(model_path=path,
@@ -107,7 +108,7 @@ class LiteSignature:
             sizes = fitted = np.array([[height, width]], np.int32)
             pad_h, pad_w = (-height % _MULTIPLE), (-width % _MULTIPLE)
             padded = image if not (pad_h or pad_w) else np.pad(
-                image, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], constant_values=PAD_VALUE)
+                image, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], constant_values=self._pad_value)
         if self._shape != padded.shape:  # XNNPACK plans its buffers per input shape
             self._interpreter.resize_tensor_input(self._input, padded.shape)
             self._interpreter.allocate_tensors()
