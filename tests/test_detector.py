@@ -55,7 +55,8 @@ class DetectorTest(tf.test.TestCase):
     def _widen(self, source_config, target_config):
         """Widens a random source network (batch norms as after training) into
         target_config's; checks that the target gives the source's outputs (in the source's
-        columns). Returns the target, a batch and the target's outputs on it."""
+        columns, and in the last rows: a stride-4 level the source lacks comes first).
+        Returns the target, a batch and the target's outputs on it."""
         source = build_detector(source_config)
         _randomize_batch_norms(source)
         target = build_detector(target_config)
@@ -65,7 +66,8 @@ class DetectorTest(tf.test.TestCase):
         expected = source(images, training=False).numpy()
         self.assertGreater(np.abs(expected).max(), 1.0)
         got = target(images, training=False).numpy()
-        self.assertAllClose(got[..., :expected.shape[-1]], expected, atol=1e-4, rtol=1e-4)
+        self.assertAllClose(got[:, -expected.shape[1]:, :expected.shape[-1]], expected,
+                            atol=1e-4, rtol=1e-4)
         return target, images, got
 
     @staticmethod
@@ -128,21 +130,14 @@ class DetectorTest(tf.test.TestCase):
         fine = dataclasses.replace(SMALL, strides=(4, 8, 16, 32), quality_head=True)
         self.assertTrue(is_widening(SMALL, fine))
         self.assertFalse(is_widening(fine, SMALL))
-        source = build_detector(SMALL)
-        _randomize_batch_norms(source)
-        target = build_detector(fine)
-        _randomize_batch_norms(target, seed=1)
-        widen_weights(source, target)
-        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
-        expected = source(images, training=False).numpy()
-        got = target(images, training=False).numpy()
-        # One row per point, the stride-4 points first (model/anchors.py's order); the other
-        # levels' rows are the source's, the new level's come from its fresh layers.
+        # _widen checks that the other levels' rows are the source's.
+        target, images, got = self._widen(SMALL, fine)
+        # One row per point, the stride-4 points first (model/anchors.py's order); the new
+        # level's rows come from its fresh layers.
         _, point_strides, sizes = anchors.anchor_points(96, 128, fine.strides)
         self.assertEqual(got.shape, (2, point_strides.shape[0], NUM_OUTPUTS + 1))
         self.assertEqual(sizes[0], 24 * 32)
         self.assertAllEqual(point_strides[:sizes[0]], np.full(sizes[0], 4.0))
-        self.assertAllClose(got[:, sizes[0]:, :NUM_OUTPUTS], expected, atol=1e-4, rtol=1e-4)
         self.assertGreater(np.std(got[:, :sizes[0], 1:5]), 0.0)
         # The new level learns: its lateral's kernel gets gradients.
         _, grad = self._kernel_and_gradient(target, images, 'fpn_lats4')
