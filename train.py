@@ -72,6 +72,12 @@ _VAL_MIN_FACE = flags.DEFINE_float('val_min_face', 4.0,
 _VAL_IMAGE_SIZE = flags.DEFINE_integer('val_image_size', 0,
                                        'Validation images are letterboxed to this side '
                                        '(multiple of 32); 0 = --image_size.')
+_VAL_MAX_SIDE = flags.DEFINE_integer(
+    'val_max_side', 0, 'If > 0, the validation AP that picks the best checkpoint is measured '
+    'on each photo at its own size (downscaled only past this long side, padded to a '
+    'multiple of 32), as export.py --max_side and detect.py run it; --val_min_face then '
+    'counts the photo\'s pixels, and the letterboxed AP is reported as ap50_letterbox. '
+    '0: AP on the letterboxes.')
 _EMA_DECAY = flags.DEFINE_float('ema_decay', 0.999,
                                 'Exponential moving average of the weights, used for '
                                 'validation and export; 0 turns it off.')
@@ -108,6 +114,9 @@ def _train():
         raise ValueError(f'--image_size must be a multiple of 32, got {size}')
     if _VAL_IMAGE_SIZE.value % 32:
         raise ValueError(f'--val_image_size must be a multiple of 32, got {_VAL_IMAGE_SIZE.value}')
+    if _VAL_MAX_SIDE.value < 0:
+        raise ValueError(f'--val_max_side must be at least 0 (0: letterboxed AP), got '
+                         f'{_VAL_MAX_SIDE.value}')
     if not 0.0 <= _EMA_DECAY.value < 1.0:
         raise ValueError(f'--ema_decay must be in [0, 1), got {_EMA_DECAY.value}')
     if not 0.0 < _MIN_CROP.value <= _MAX_CROP.value:
@@ -156,7 +165,8 @@ def _train():
         jit_compile=_JIT_COMPILE.value, crop_range=(_MIN_CROP.value, _MAX_CROP.value),
         shuffle_buffer=_SHUFFLE_BUFFER.value, train_min_face=_TRAIN_MIN_FACE.value,
         val_min_face=_VAL_MIN_FACE.value,
-        val_image_size=_VAL_IMAGE_SIZE.value, ema_decay=_EMA_DECAY.value,
+        val_image_size=_VAL_IMAGE_SIZE.value, val_max_side=_VAL_MAX_SIDE.value,
+        ema_decay=_EMA_DECAY.value,
         init_from=_INIT_FROM.value, seed=_SEED.value))
 
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from data import augment
 from data import boxes as box_lib
+from data import features
 from data import pipeline
 from model import anchors as anchor_lib
 from model import losses
@@ -48,6 +49,9 @@ class TrainSettings:
     train_min_face: float = augment.MIN_FACE_PX  # smaller faces in a crop are ignored
     val_min_face: float = 4.0
     val_image_size: int = 0      # letterbox side for validation; 0 = the training size
+    # > 0: the AP that picks the best checkpoint is measured on each validation photo at its
+    # own size (long side at most this), as the export runs it; 0: on the letterboxes.
+    val_max_side: int = 0
     ema_decay: float = 0.999     # weight averaging; 0 turns it off
     ema_warmup: int = 1000       # the decay ramps up over about this many steps
     init_from: Optional[str] = None  # model_dir of an earlier run: start from its weights
@@ -327,12 +331,15 @@ def _keep_best(best_manager, model_dir, step, metrics):
 
 def make_validator(model, s: TrainSettings):
     """Returns validate(): validation loss and AP@0.5 on images letterboxed to
-    s.val_image_size (the training size when 0).
+    s.val_image_size (the training size when 0); with s.val_max_side, ``ap50`` is instead
+    measured on each photo at its own size and the letterboxed AP is ``ap50_letterbox``.
 
     Photos shrunk to a 320-px training size lose their small faces, so a larger validation
     size ranks checkpoints closer to how the exported model (run at the image's own size)
-    will score. The tf.function is built once here, so validating every epoch does not
-    retrace it.
+    will score; the photo's own size ranks them as the export is run (by detect.py and
+    benchmarks/peers.py), through the same preprocessing, decoding and NMS
+    (model/serving.py). The tf.functions are built once here, so validating every epoch does
+    not retrace them.
     """
     from evaluation import wider
 
@@ -347,7 +354,7 @@ def make_validator(model, s: TrainSettings):
                                   max_detections=300)
         return terms, dets
 
-    def validate():
+    def letterboxed():
         ds = pipeline.build_dataset(s.val_records, s.batch_size, size, False,
                                     strides=s.config.strides, anchor_scale=s.config.anchor_scale)
         batch_terms = []
@@ -365,6 +372,39 @@ def make_validator(model, s: TrainSettings):
                     gt_ignore=batch['ignore'][i].numpy()[mask])
         metrics = losses.pool_batch_losses(batch_terms)
         metrics['ap50'] = accumulator.result().ap
+        return metrics
+
+    if not s.val_max_side:
+        return letterboxed
+
+    from model import serving  # pylint: disable=g-import-not-at-top
+
+    # The export's settings (export.py --max_detections=1000 for crowds).
+    detector = serving.Detector(model, s.config.strides, max_side=s.val_max_side,
+                                score_threshold=0.05, max_detections=1000)
+    own_size_step = tf.function(detector.detect_images,
+                                input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+
+    def own_size_ap():
+        ds = pipeline.list_shards(s.val_records)
+        ds = tf.data.TFRecordDataset(ds).map(features.parse_example,
+                                             num_parallel_calls=tf.data.AUTOTUNE)
+        accumulator = wider.Accumulator(iou_threshold=0.5, min_face=s.val_min_face)
+        for example in ds.prefetch(2):
+            h, w = int(example['height']), int(example['width'])
+            dets = own_size_step(tf.cast(example['image'], tf.float32)[None])
+            n = int(dets['num_detections'][0])
+            accumulator.add_image(
+                gt_boxes=box_lib.normalized_to_xywh(example['boxes'].numpy(), h, w),
+                det_boxes=dets['boxes'][0, :n].numpy(),
+                det_scores=dets['scores'][0, :n].numpy(),
+                gt_ignore=example['ignore'].numpy())
+        return accumulator.result().ap
+
+    def validate():
+        metrics = letterboxed()
+        metrics['ap50_letterbox'] = metrics.pop('ap50')
+        metrics['ap50'] = own_size_ap()
         return metrics
 
     return validate
