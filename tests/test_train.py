@@ -11,6 +11,7 @@ from model.detector import build_detector
 from tests import cli
 from tests import fixtures
 from training import checkpoints
+from training import loop
 
 
 class TrainTest(tf.test.TestCase):
@@ -250,6 +251,7 @@ class TrainTest(tf.test.TestCase):
         for flag, name in (('--min_crop=0', 'min_crop'), ('--max_crop=0.1', 'max_crop'),
                            ('--train_min_face=-1', 'train_min_face'),
                            ('--val_min_face=-2', 'val_min_face'),
+                           ('--val_max_side=-1', 'val_max_side'),
                            ('--strides=8,16', 'strides'), ('--strides=4,eight', 'strides')):
             out = cli.run('train.py', '--flagfile=configs/smoke.flags', flag,
                           f'--train_records={self.train}', f'--model_dir={self.dir}/sizes')
@@ -257,6 +259,60 @@ class TrainTest(tf.test.TestCase):
             self.assertIn(name, out.stderr, flag)
             self.assertNotIn('Traceback', out.stderr, flag)
         self.assertFalse(os.path.exists(f'{self.dir}/sizes'))
+
+    def test_validation_at_own_size_picks_the_best_checkpoint(self):
+        model_dir = os.path.join(self.dir, 'own_size')
+        out = self._train(model_dir, '--val_max_side=96', '--val_min_face=4')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        line = [l for l in out.stdout.splitlines() if l.startswith('validation at step 2')][0]
+        self.assertIn('ap50_letterbox', line)
+        best = json.load(open(os.path.join(model_dir, 'best', 'best.json')))
+        self.assertIn(f"ap50 {best['ap50']:.4f}", line)
+        self.assertIn('ap50_letterbox', best)
+
+
+class OwnSizeApTest(tf.test.TestCase):
+    """loop.own_size_ap scores detections in each photo's own pixels (an oracle stands in for
+    the network: it answers with chosen boxes for each photo size)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dir = tempfile.mkdtemp()
+        # A 200x300 photo with a 60x80 face and a 12x12 one, and a face-free 120x160 photo.
+        big, small = [40, 30, 120, 90], [150, 200, 162, 212]  # pixel yxyx
+        boxes = np.array([big, small], np.float32) / [200, 300, 200, 300]
+        cls.records = fixtures.write_tiny_shards(
+            os.path.join(cls.dir, 'rec'),
+            [fixtures.make_face_record(boxes, height=200, width=300, source_id='a'),
+             fixtures.make_face_record([], height=120, width=160, source_id='b')], 'val', 1)
+        cls.big_xywh, cls.small_xywh = [30, 40, 60, 80], [200, 150, 12, 12]
+
+    def _ap(self, answers, min_face):
+        def detect(image):
+            boxes, scores = answers.get(tuple(image.shape[1:3]), ([], []))
+            k = len(boxes)
+            return {'boxes': np.asarray(boxes, np.float32).reshape(1, k, 4),
+                    'scores': np.asarray(scores, np.float32).reshape(1, k),
+                    'num_detections': np.array([k])}
+        return loop.own_size_ap(detect, self.records, min_face)
+
+    def test_faces_found_in_the_photos_pixels_score_one(self):
+        answers = {(200, 300): ([self.big_xywh, self.small_xywh], [0.9, 0.8])}
+        self.assertAllClose(self._ap(answers, min_face=10), 1.0)
+
+    def test_min_face_counts_the_photos_pixels(self):
+        answers = {(200, 300): ([self.big_xywh], [0.9])}
+        # The 12-px face counts at min_face 10 (it would be 4 px in a 64-px letterbox) and
+        # is missed; at min_face 13 it is ignored.
+        self.assertAllClose(self._ap(answers, min_face=10), 0.5)
+        self.assertAllClose(self._ap(answers, min_face=13), 1.0)
+
+    def test_false_positive_on_the_face_free_photo_ranks_first(self):
+        answers = {(200, 300): ([self.big_xywh, self.small_xywh], [0.8, 0.7]),
+                   (120, 160): ([[10, 10, 40, 40]], [0.9])}
+        # Precision 0, 1/2, 2/3 at recall 0, 1/2, 1: interpolated AP = 2/3.
+        self.assertAllClose(self._ap(answers, min_face=10), 2 / 3)
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ from data import pipeline
 from model import anchors as anchor_lib
 from model import losses
 from model import postprocess
+from model import serving
 from model.detector import DetectorConfig, build_detector
 from training import checkpoints
 
@@ -377,37 +378,44 @@ def make_validator(model, s: TrainSettings):
     if not s.val_max_side:
         return letterboxed
 
-    from model import serving  # pylint: disable=g-import-not-at-top
-
     # The export's settings (export.py --max_detections=1000 for crowds).
     detector = serving.Detector(model, s.config.strides, max_side=s.val_max_side,
                                 score_threshold=0.05, max_detections=1000)
     own_size_step = tf.function(detector.detect_images,
                                 input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
 
-    def own_size_ap():
-        ds = pipeline.list_shards(s.val_records)
-        ds = tf.data.TFRecordDataset(ds).map(features.parse_example,
-                                             num_parallel_calls=tf.data.AUTOTUNE)
-        accumulator = wider.Accumulator(iou_threshold=0.5, min_face=s.val_min_face)
-        for example in ds.prefetch(2):
-            h, w = int(example['height']), int(example['width'])
-            dets = own_size_step(tf.cast(example['image'], tf.float32)[None])
-            n = int(dets['num_detections'][0])
-            accumulator.add_image(
-                gt_boxes=box_lib.normalized_to_xywh(example['boxes'].numpy(), h, w),
-                det_boxes=dets['boxes'][0, :n].numpy(),
-                det_scores=dets['scores'][0, :n].numpy(),
-                gt_ignore=example['ignore'].numpy())
-        return accumulator.result().ap
-
     def validate():
         metrics = letterboxed()
         metrics['ap50_letterbox'] = metrics.pop('ap50')
-        metrics['ap50'] = own_size_ap()
+        metrics['ap50'] = own_size_ap(own_size_step, s.val_records, s.val_min_face)
         return metrics
 
     return validate
+
+
+def own_size_ap(detect, val_records, min_face):
+    """AP@0.5 (WIDER protocol) of detect on each photo of val_records at its own size.
+
+    Args:
+      detect: [1, H, W, 3] float32 image -> dict with ``boxes`` [1, K, 4] pixel xywh,
+        ``scores`` [1, K] and ``num_detections`` [1] (the export's signature).
+      val_records: glob(s) of TFRecord shards.
+      min_face: faces shorter than this many pixels of the photo are ignored.
+    """
+    from evaluation import wider
+
+    ds = tf.data.TFRecordDataset(pipeline.list_shards(val_records))
+    ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    accumulator = wider.Accumulator(iou_threshold=0.5, min_face=min_face)
+    for example in ds:
+        h, w = int(example['height']), int(example['width'])
+        dets = detect(tf.cast(example['image'], tf.float32)[None])
+        n = int(dets['num_detections'][0])
+        accumulator.add_image(gt_boxes=box_lib.normalized_to_xywh(example['boxes'].numpy(), h, w),
+                              det_boxes=np.asarray(dets['boxes'][0, :n]),
+                              det_scores=np.asarray(dets['scores'][0, :n]),
+                              gt_ignore=example['ignore'].numpy())
+    return accumulator.result().ap
 
 
 def _xywh(boxes, size):
