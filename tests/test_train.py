@@ -303,7 +303,7 @@ class OwnSizeApTest(tf.test.TestCase):
 
     def test_min_face_counts_the_photos_pixels(self):
         answers = {(200, 300): ([self.big_xywh], [0.9])}
-        # The 12-px face counts at min_face 10 (it would be 4 px in a 64-px letterbox) and
+        # The 12-px face counts at min_face 10 (about 3 px in a 64-px letterbox) and
         # is missed; at min_face 13 it is ignored.
         self.assertAllClose(self._ap(answers, min_face=10), 0.5)
         self.assertAllClose(self._ap(answers, min_face=13), 1.0)
