@@ -19,6 +19,7 @@ from data import augment
 from data import boxes as box_lib
 from data import features
 from data import pipeline
+from evaluation import wider
 from model import anchors as anchor_lib
 from model import losses
 from model import postprocess
@@ -342,8 +343,6 @@ def make_validator(model, s: TrainSettings):
     (model/serving.py). The tf.functions are built once here, so validating every epoch does
     not retrace them.
     """
-    from evaluation import wider
-
     size = s.val_image_size or s.config.image_size
     points, point_strides, _ = anchor_lib.anchor_points(size, size, s.config.strides)
 
@@ -378,9 +377,9 @@ def make_validator(model, s: TrainSettings):
     if not s.val_max_side:
         return letterboxed
 
-    # The export's settings (export.py --max_detections=1000 for crowds).
+    # The export's settings (its 0.05 score floor; --max_detections=1000 for crowds).
     detector = serving.Detector(model, s.config.strides, max_side=s.val_max_side,
-                                score_threshold=0.05, max_detections=1000)
+                                max_detections=1000)
     own_size_step = tf.function(detector.detect_images,
                                 input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
 
@@ -402,8 +401,6 @@ def own_size_ap(detect, val_records, min_face):
       val_records: glob(s) of TFRecord shards.
       min_face: faces shorter than this many pixels of the photo are ignored.
     """
-    from evaluation import wider
-
     ds = tf.data.TFRecordDataset(pipeline.list_shards(val_records))
     ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
     accumulator = wider.Accumulator(iou_threshold=0.5, min_face=min_face)
