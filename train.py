@@ -83,9 +83,11 @@ _EMA_DECAY = flags.DEFINE_float('ema_decay', 0.999,
                                 'validation and export; 0 turns it off.')
 _INIT_FROM = flags.DEFINE_string(
     'init_from', None, 'model_dir of an earlier train.py run whose best weights this run '
-    'starts from (fresh optimizer and step): the same network, or one these flags widen '
-    '(more channels, same layers; it starts computing what the earlier one did). Ignored '
-    'when --model_dir has checkpoints to resume.')
+    'starts from (fresh optimizer and step), or an export.py directory such as '
+    'models/facedet_default (fine-tuning the shipped model; its folded batch norms are '
+    'unfolded with statistics of the first training crops): the same network, or one these '
+    'flags widen (more channels, same layers; it starts computing what the earlier one '
+    'did). Ignored when --model_dir has checkpoints to resume.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):

@@ -247,11 +247,7 @@ def fold_batch_norms(model, config):
     network takes multiples of 32.
     """
     folded = build_detector(config, folded=True)
-    norms = {}  # conv layer name -> the batch norms that read its output
-    for layer in model.layers:
-        if isinstance(layer, layers.BatchNormalization):
-            source = layer.input._keras_history.operation  # pylint: disable=protected-access
-            norms.setdefault(source.name, []).append(layer)
+    norms = _norms_by_source(model)
     for target in folded.layers:
         if not target.weights:
             continue
@@ -279,6 +275,87 @@ def fold_batch_norms(model, config):
             kernel = kernel * INPUT_SCALE
         target.set_weights([kernel, bias])
     return folded
+
+
+def _norms_by_source(model):
+    """conv layer name -> the batch norms that read its output (fold_batch_norms' pairing)."""
+    norms = {}
+    for layer in model.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            source = layer.input._keras_history.operation  # pylint: disable=protected-access
+            norms.setdefault(source.name, []).append(layer)
+    return norms
+
+
+def unfold_batch_norms(folded, model, image_batches=()):
+    """The inverse of fold_batch_norms, so that training can go on from an export: sets the
+    weights of `model` (build_detector(config), with batch norms) so that in inference it
+    computes what `folded` (build_detector(config, folded=True)) computes, and gives its
+    norms the statistics of what they read on `image_batches` ([B, H, W, 3] float 0..255,
+    such as training crops), which training-mode batch norm will see again.
+
+    Each folded convolution (kernel K, bias c) becomes K without a bias, followed by a norm
+    that maps its output x to g * x + c: with mean m and variance s^2 measured on the batches,
+    moving mean m, moving variance s^2 - eps, gamma g * s and beta c + g * m (g = 1, except
+    for the head's depthwise, which one kernel serves at every level: it takes the first
+    level's folded kernel, and g is each level's per-channel ratio to it). The stem's
+    kernel undoes the input normalization that the folded stem holds. Without batches the
+    norms are the identity (mean 0, variance 1 - eps), exact in inference but not in
+    training mode.
+    """
+    norms = _norms_by_source(model)
+    shared_kernels = {}  # head prefix -> the folded kernel its shared depthwise took
+    for target in folded.layers:
+        if not target.weights:
+            continue
+        name = target.name
+        weights = target.get_weights()
+        per_level = re.fullmatch(r'(head\d*_)dw(\d+|s4)', name)
+        if per_level:
+            prefix, level = per_level.groups()
+            kernel, bias = weights
+            if prefix not in shared_kernels:
+                shared_kernels[prefix] = kernel
+                model.get_layer(prefix + 'dw').set_weights([kernel])
+            ref = shared_kernels[prefix]
+            dot, norm = (kernel * ref).sum(axis=(0, 1, 3)), (ref * ref).sum(axis=(0, 1, 3))
+            gain = np.where(norm > 0, dot / np.maximum(norm, 1e-30), 0.0)
+            bn = model.get_layer(f'{prefix}bn{level}')
+        elif name in norms:
+            kernel, bias = weights
+            gain = np.ones_like(bias)
+            if name == 'stem':
+                bias = bias - kernel.sum(axis=(0, 1, 2)) * INPUT_OFFSET / INPUT_SCALE
+                kernel = kernel / INPUT_SCALE
+            model.get_layer(name).set_weights([kernel])
+            bn = norms[name][0]
+        else:
+            model.get_layer(name).set_weights(weights)
+            continue
+        bn.set_weights([np.float32(gain), np.float32(bias), np.zeros_like(bias, np.float32),
+                        np.full_like(bias, 1 - bn.epsilon, np.float32)])
+
+    bns = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    probe = keras.Model(model.input, [bn.input for bn in bns])
+    sums = [np.zeros(bn.gamma.shape, np.float64) for bn in bns]
+    squares = [np.zeros(bn.gamma.shape, np.float64) for bn in bns]
+    count = [0] * len(bns)
+    for images in image_batches:
+        for i, x in enumerate(probe(images, training=False)):
+            x = keras.ops.convert_to_numpy(keras.ops.cast(x, 'float32'))
+            x = x.astype(np.float64).reshape(-1, x.shape[-1])
+            sums[i] += x.sum(axis=0)
+            squares[i] += (x * x).sum(axis=0)
+            count[i] += x.shape[0]
+    for i, bn in enumerate(bns):
+        if not count[i]:
+            continue
+        mean = sums[i] / count[i]
+        var = np.maximum(squares[i] / count[i] - mean * mean - bn.epsilon, 0.0)
+        gamma, beta = bn.gamma.numpy(), bn.beta.numpy()  # g * x + c so far
+        bn.set_weights([np.float32(w) for w in
+                        (gamma * np.sqrt(var + bn.epsilon), beta + gamma * mean, mean, var)])
+    return model
 
 
 def _channel_counts(config):

@@ -1,12 +1,16 @@
 """Reading train.py's checkpoints: which one to take, which objects it holds, and the
-network it restores into. export.py and the training loop (resume, --init_from) share these.
+network it restores into; and reading an export's weights back into a trainable network.
+export.py and the training loop (resume, --init_from) share these.
 """
 
+import json
 import os
 
 import tensorflow as tf
 
-from model.detector import DetectorConfig, build_detector, is_widening, widen_weights
+from model.detector import (DetectorConfig, build_detector, is_widening, unfold_batch_norms,
+                            widen_weights)
+from model.runtime import MODEL_INFO
 
 CONFIG_FILE = 'model_config.json'
 
@@ -57,10 +61,55 @@ def load_trained(model_dir, which='best'):
     return model, config, path
 
 
+def is_export(path):
+    """Whether path is an export.py directory (a SavedModel with facedet.json)."""
+    return (os.path.exists(os.path.join(path, MODEL_INFO)) and
+            os.path.exists(os.path.join(path, 'saved_model.pb')))
+
+
+def export_config(export_dir):
+    with open(os.path.join(export_dir, MODEL_INFO)) as f:
+        info = json.load(f)
+    if 'config' not in info:
+        raise ValueError(f'{export_dir}/{MODEL_INFO} has no network config: re-export it with '
+                         'this version of export.py')
+    return DetectorConfig.from_json(json.dumps(info['config']))
+
+
+def load_export(export_dir):
+    """The folded network of an export (batch norms inside the convolutions, as export.py
+    writes it) with its weights, read from the SavedModel's variables by layer name.
+
+    Returns (folded model, config).
+    """
+    config = export_config(export_dir)
+    folded = build_detector(config, folded=True)
+    loaded = tf.saved_model.load(export_dir)
+    values = {v.name.split(':')[0]: v for v in loaded.signatures['serving_default'].variables}
+    wanted = {w.path for w in folded.weights}
+    if set(values) != wanted:
+        missing, extra = sorted(wanted - set(values)), sorted(set(values) - wanted)
+        raise ValueError(f'{export_dir} does not hold the network its {MODEL_INFO} describes '
+                         f'(missing {missing[:5]}, unexpected {extra[:5]})')
+    for w in folded.weights:
+        if tuple(values[w.path].shape) != tuple(w.shape):
+            raise ValueError(f'{export_dir}: {w.path} is {values[w.path].shape}, its '
+                             f'{MODEL_INFO} config builds {w.shape}')
+        w.assign(values[w.path].numpy())
+    return folded, config
+
+
 def check_init_source(model_dir, config):
-    """Raises ValueError unless model_dir's run built config's network or a narrower one
-    (same layers; see detector.is_widening). Returns the source's config."""
-    source_config = load_config(model_dir)
+    """Raises ValueError unless model_dir's run (or export) built config's network or a
+    narrower one (same layers; see detector.is_widening). Returns the source's config."""
+    if is_export(model_dir):
+        source_config = export_config(model_dir)
+    elif os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
+        source_config = load_config(model_dir)
+    else:
+        raise FileNotFoundError(f'--init_from={model_dir} is neither a train.py --model_dir '
+                                f'(no {CONFIG_FILE}) nor an export.py directory (no '
+                                f'{MODEL_INFO} beside saved_model.pb)')
     if not is_widening(source_config, config):
         raise ValueError(f'--init_from={model_dir} holds another network ({source_config}) '
                          f'than this run ({config}); give this run its network flags (it '
@@ -68,17 +117,27 @@ def check_init_source(model_dir, config):
     return source_config
 
 
-def init_weights(model_dir, config, model, ema_model=None):
+def init_weights(model_dir, config, model, ema_model=None, image_batches=None):
     """Copies the weights of an earlier run (its best checkpoint, the averaged weights when
-    it kept them) into a new run's network, for fine-tuning or a second schedule; the
-    optimizer and step of the new run start from zero. Returns the checkpoint path.
+    it kept them) or of an export (export.py's directory, such as models/facedet_default)
+    into a new run's network, for fine-tuning or a second schedule; the optimizer and step
+    of the new run start from zero. Returns the checkpoint or export path.
 
     The earlier run must have built the same network (its crop size may differ) or a
     narrower one, which is widened so that the new run starts from the same outputs
-    (detector.widen_weights).
+    (detector.widen_weights). An export's batch norms were folded into its convolutions:
+    they are unfolded (detector.unfold_batch_norms), with the statistics they read on
+    image_batches (a callable returning an iterable of training batches), so the network
+    starts from the export's outputs.
     """
     check_init_source(model_dir, config)
-    source, _, path = load_trained(model_dir)
+    if is_export(model_dir):
+        folded, source_config = load_export(model_dir)
+        source = unfold_batch_norms(folded, build_detector(source_config),
+                                    image_batches() if image_batches else ())
+        path = model_dir
+    else:
+        source, _, path = load_trained(model_dir)
     widen_weights(source, model)
     if ema_model is not None:
         ema_model.set_weights(model.get_weights())

@@ -27,6 +27,10 @@ from model import serving
 from model.detector import DetectorConfig, build_detector
 from training import checkpoints
 
+# Batches of training crops whose statistics an export's unfolded batch norms take
+# (--init_from=<export dir>; 8 x 32 crops: the per-channel means and variances settle).
+CALIBRATION_BATCHES = 8
+
 
 @dataclasses.dataclass
 class TrainSettings:
@@ -169,7 +173,17 @@ def train(s: TrainSettings):
         _restore(resume_from, step, model, optimizer, ema_model, landmark_points)
         print(f'resumed from {resume_from} at step {int(step.numpy())}', flush=True)
     elif s.init_from:
-        source = checkpoints.init_weights(s.init_from, cfg, model, ema_model)
+        def calibration_batches():
+            # For an export's unfolded batch norms: the statistics of training crops, which
+            # training-mode batch norm will normalize.
+            ds = pipeline.build_dataset(
+                s.train_records, s.batch_size, size, True, strides=cfg.strides,
+                anchor_scale=cfg.anchor_scale, shuffle_buffer=s.shuffle_buffer, seed=s.seed,
+                scale_range=s.crop_range, min_face_px=s.train_min_face)
+            return [batch['image'] for batch in ds.take(CALIBRATION_BATCHES)]
+
+        source = checkpoints.init_weights(s.init_from, cfg, model, ema_model,
+                                          image_batches=calibration_batches)
         print(f'starting from the weights of {source}', flush=True)
     start_step = int(step.numpy())
     if start_step >= s.train_steps:
