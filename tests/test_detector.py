@@ -8,7 +8,7 @@ import keras
 
 from model import anchors
 from model.detector import (NUM_OUTPUTS, DetectorConfig, build_detector, fold_batch_norms,
-                            is_widening, widen_weights)
+                            is_widening, unfold_batch_norms, widen_weights)
 
 # A small network for the widening tests.
 SMALL = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
@@ -51,6 +51,47 @@ class DetectorTest(tf.test.TestCase):
             expected = model(images, training=False).numpy()
             self.assertGreater(np.abs(expected).max(), 1.0)
             self.assertAllClose(folded(images).numpy(), expected, atol=1e-4, rtol=1e-4)
+
+    def test_unfolded_export_computes_the_same_and_holds_its_activation_statistics(self):
+        # Two head units and a quality column: the shared head depthwise and the per-level
+        # norms that fold into one depthwise per level.
+        config = DetectorConfig(head_units=2, quality_head=True, neck_channels=16,
+                                stage_channels=(16, 24, 32), stage_units=(1, 2, 1))
+        model = build_detector(config)
+        _randomize_batch_norms(model)
+        pw = model.get_layer('head1_pw')
+        pw.kernel.assign(tf.random.normal(pw.kernel.shape, stddev=0.3, seed=2))
+        folded = fold_batch_norms(model, config)
+        images = tf.random.uniform([2, 96, 128, 3], 0, 255, seed=1)
+        expected = model(images, training=False).numpy()
+        crops = [tf.random.uniform([8, 64, 64, 3], 0, 255, seed=10 + i) for i in range(3)]
+
+        identity = unfold_batch_norms(folded, build_detector(config))
+        calibrated = unfold_batch_norms(folded, build_detector(config), crops)
+        for unfolded in (identity, calibrated):
+            self.assertAllClose(unfolded(images, training=False).numpy(), expected,
+                                atol=1e-4, rtol=1e-4)
+            # Folding it again gives the export back.
+            self.assertAllClose(fold_batch_norms(unfolded, config)(images).numpy(), expected,
+                                atol=1e-4, rtol=1e-4)
+        # Training-mode batch norm normalizes with the batch's own statistics: with the
+        # measured ones in the norms, a batch of those crops gives about the inference
+        # outputs; with identity norms it gives something else.
+        batch = crops[0]
+        spread = np.abs(expected).max()
+        calibrated_gap = np.abs(calibrated(batch, training=True).numpy() -
+                                calibrated(batch, training=False).numpy()).max()
+        identity_gap = np.abs(identity(batch, training=True).numpy() -
+                              identity(batch, training=False).numpy()).max()
+        self.assertLess(calibrated_gap, 0.05 * spread)
+        self.assertGreater(identity_gap, 0.3 * spread)
+        # The stem's norm holds the mean and variance of the stem's outputs on the crops.
+        stem = keras.Model(calibrated.input, calibrated.get_layer('stem').output)
+        acts = np.concatenate([stem(c).numpy().reshape(-1, 24) for c in crops])
+        bn = calibrated.get_layer('stem_bn')
+        self.assertAllClose(bn.moving_mean.numpy(), acts.mean(axis=0), atol=1e-3, rtol=1e-3)
+        self.assertAllClose(bn.moving_variance.numpy() + bn.epsilon, acts.var(axis=0),
+                            atol=1e-3, rtol=1e-3)
 
     def _widen(self, source_config, target_config):
         """Widens a random source network (batch norms as after training) into

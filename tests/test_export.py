@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -12,6 +13,7 @@ import export
 from model.detector import DetectorConfig, build_detector, fold_batch_norms
 from tests import cli
 from tests import fixtures
+from training import checkpoints
 
 _RELOAD = '''
 import sys, numpy as np, tensorflow as tf
@@ -123,6 +125,27 @@ class ExportTest(tf.test.TestCase):
         # The folded network: batch norms are merged away, so fewer than the trained model.
         folded = fold_batch_norms(self.model, DetectorConfig(image_size=64)).count_params()
         self.assertEqual(stored, folded)
+
+    def test_export_reads_back_as_the_network_it_holds(self):
+        # train.py --init_from=<export dir> starts from these weights.
+        self.assertTrue(checkpoints.is_export(self.export_dir))
+        self.assertFalse(checkpoints.is_export(self.dir))
+        folded, config = checkpoints.load_export(self.export_dir)
+        self.assertEqual(config, DetectorConfig(image_size=64))
+        images = tf.random.uniform([1, 64, 96, 3], 0, 255, seed=4)
+        self.assertAllClose(folded(images).numpy(),
+                            self.model(images, training=False).numpy(), atol=1e-4, rtol=1e-4)
+
+    def test_export_whose_info_names_another_network_is_a_clear_error(self):
+        other = os.path.join(self.dir, 'other_info')
+        shutil.copytree(self.export_dir, other)
+        info_path = os.path.join(other, 'facedet.json')
+        info = json.load(open(info_path))
+        info['config']['neck_channels'] = 32
+        json.dump(info, open(info_path, 'w'))
+        with self.assertRaisesRegex(ValueError, r'other_info: \S+/kernel is .* its '
+                                    'facedet.json config builds'):
+            checkpoints.load_export(other)
 
     def test_boxes_are_in_original_pixels(self):
         data = [open(p, 'rb').read() for p in self.images]

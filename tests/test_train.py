@@ -135,6 +135,45 @@ class TrainTest(tf.test.TestCase):
         # Refused before anything is written, so the corrected rerun is not blocked.
         self.assertFalse(os.path.exists(os.path.join(self.dir, 'init_other', 'model_config.json')))
 
+    def test_init_from_an_export_starts_from_its_outputs(self):
+        # Fine-tuning the shipped model: --init_from takes export.py's directory.
+        source = os.path.join(self.dir, 'export_source')
+        out = self._train(source, '--val_records=')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        exported = os.path.join(self.dir, 'export_source_saved')
+        out = cli.run('export.py', f'--model_dir={source}', f'--export_dir={exported}')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        # A learning rate of 0: the kernels stay, and the norms move one step (momentum 0.99)
+        # from the statistics measured on the first training crops toward one batch's.
+        target = os.path.join(self.dir, 'export_target')
+        out = self._train(target, '--val_records=', f'--init_from={exported}',
+                          '--train_steps=1', '--learning_rate=0')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertIn(f'starting from the weights of {exported} (an export: batch norms '
+                      'unfolded with the statistics of 32 training crops)', out.stdout)
+        # Layers without a norm are the export's own weights.
+        source_kernels = self._kernels(source, 'ema')
+        target_kernels = self._kernels(target, 'model')
+        for name in ('head_pw', 'head_out'):
+            self.assertAllClose(target_kernels[name], source_kernels[name], atol=1e-6)
+        # The trained network, folded again, computes what the export computes.
+        reexported = os.path.join(self.dir, 'export_target_saved')
+        out = cli.run('export.py', f'--model_dir={target}', f'--export_dir={reexported}',
+                      '--checkpoint=latest')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        images = tf.random.uniform([2, 64, 96, 3], 0, 255, seed=7)
+        expected = checkpoints.load_export(exported)[0](images).numpy()
+        got = checkpoints.load_export(reexported)[0](images).numpy()
+        self.assertGreater(np.abs(expected).max(), 1.0)
+        self.assertAllClose(got, expected, atol=0.02 * np.abs(expected).max(), rtol=0)
+
+        # A path that is neither a run nor an export is named.
+        out = self._train(os.path.join(self.dir, 'init_nothing'), '--val_records=',
+                          f'--init_from={self.dir}')
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn('neither a train.py --model_dir', out.stderr)
+        self.assertNotIn('Traceback', out.stderr)
+
     def test_landmark_labels_are_counted_for_export(self):
         records = [fixtures.make_face_record([[0.2, 0.2, 0.6, 0.5]], landmarks_valid=[False],
                                              seed=i) for i in range(6)]

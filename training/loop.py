@@ -173,6 +173,8 @@ def train(s: TrainSettings):
         _restore(resume_from, step, model, optimizer, ema_model, landmark_points)
         print(f'resumed from {resume_from} at step {int(step.numpy())}', flush=True)
     elif s.init_from:
+        crops = []
+
         def calibration_batches():
             # For an export's unfolded batch norms: the statistics of training crops, which
             # training-mode batch norm will normalize.
@@ -180,11 +182,14 @@ def train(s: TrainSettings):
                 s.train_records, s.batch_size, size, True, strides=cfg.strides,
                 anchor_scale=cfg.anchor_scale, shuffle_buffer=s.shuffle_buffer, seed=s.seed,
                 scale_range=s.crop_range, min_face_px=s.train_min_face)
-            return [batch['image'] for batch in ds.take(CALIBRATION_BATCHES)]
+            crops.extend(batch['image'] for batch in ds.take(CALIBRATION_BATCHES))
+            return crops
 
         source = checkpoints.init_weights(s.init_from, cfg, model, ema_model,
                                           image_batches=calibration_batches)
-        print(f'starting from the weights of {source}', flush=True)
+        unfolded = (f' (an export: batch norms unfolded with the statistics of '
+                    f'{sum(len(c) for c in crops)} training crops)' if crops else '')
+        print(f'starting from the weights of {source}{unfolded}', flush=True)
     start_step = int(step.numpy())
     if start_step >= s.train_steps:
         print(f'already trained to step {start_step} (--train_steps={s.train_steps})', flush=True)
