@@ -376,17 +376,30 @@ def load_val(val_dir, max_images=0):
     return entries
 
 
-def measure_latency(detector, images, runs):
-    """Median ms of one detector call over ``runs`` calls cycling through ``images``."""
-    for image in images[:2]:  # warm-up: graph tracing, allocation, caches
-        detector.detect(image)
-    times = []
+def measure_latency(detectors, images, runs):
+    """{name: (median, 25th, 75th percentile) ms of one call} over ``runs`` calls per
+    detector cycling through ``images``.
+
+    Side by side: the detectors take turns call by call, so each one's calls are spread
+    over the same minutes. This machine's speed drifts by tens of percent within minutes
+    (one detector timed after another, YuNet-s went from 15 to 26 ms between runs), and
+    timing them in turns keeps that drift out of their comparison.
+    """
+    for detector in detectors.values():
+        for image in images[:2]:  # warm-up: graph tracing, allocation, caches
+            detector.detect(image)
+    times = {name: [] for name in detectors}
     for i in range(runs):
         image = images[i % len(images)]
-        start = time.perf_counter()
-        detector.detect(image)
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+        for name, detector in detectors.items():
+            start = time.perf_counter()
+            detector.detect(image)
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    out = {}
+    for name, t in times.items():
+        q1, _, q3 = statistics.quantiles(t, n=4) if len(t) > 1 else (t[0], 0, t[0])
+        out[name] = (statistics.median(t), q1, q3)
+    return out
 
 
 def evaluate_detector(detector, entries, pixels, min_face, output_dir):
@@ -514,7 +527,7 @@ def main(argv):
     latency_images = [np.asarray(Image.fromarray(p).resize(LATENCY_SIZE, Image.BILINEAR))
                       for p in pixels[:max(1, _LATENCY_IMAGES.value)]]
 
-    rows, curves, skipped = [], {}, {}
+    rows, curves, skipped, detectors = [], {}, {}, {}
     for name in _DETECTORS.value:
         try:
             detector = build_detector(name, _MODEL.value, _PEERS_DIR.value, _BLAZEFACE_DIR.value,
@@ -526,17 +539,22 @@ def main(argv):
         print(f'{name}: running on {len(entries)} images', flush=True)
         metrics, wider = evaluate_detector(detector, entries, pixels, _MIN_FACE.value,
                                            _OUTPUT.value)
-        metrics['latency_ms_640x480'] = measure_latency(detector, latency_images,
-                                                        _LATENCY_RUNS.value)
+        detectors[name] = detector
         rows.append({'detector': name, 'params': detector.params, 'note': detector.note,
                      **metrics})
         # A detector with no counted detection gets the point (0, 0): AP 0, as in the table.
         curves[name] = (wider.recall, wider.precision) if len(wider.recall) else ([0.0], [0.0])
-        print(f'{name}: AP@0.5 WIDER {_fmt(metrics["ap50_wider"])}, '
-              f'{metrics["latency_ms_640x480"]:.1f} ms at 640x480', flush=True)
+        print(f'{name}: AP@0.5 WIDER {_fmt(metrics["ap50_wider"])}', flush=True)
 
     if not rows:
         sys.exit('peers.py: error: no detector could run: ' + json.dumps(skipped))
+    print(f'latency: {_LATENCY_RUNS.value} calls each at 640x480, the detectors in turns',
+          flush=True)
+    latencies = measure_latency(detectors, latency_images, _LATENCY_RUNS.value)
+    for row in rows:
+        median, q1, q3 = latencies[row['detector']]
+        row['latency_ms_640x480'], row['latency_ms_iqr'] = median, [q1, q3]
+        print(f'{row["detector"]}: {median:.1f} ms (middle half {q1:.1f}-{q3:.1f})', flush=True)
     os.makedirs(_OUTPUT.value, exist_ok=True)
     table = markdown_table(rows)
     counts = rows[0]['counts']
@@ -546,7 +564,8 @@ def main(argv):
               f'{counts["face_mask_50"]["images"]} images, {counts["face_mask_50"]["faces"]} '
               f'faces; face-free photos: {counts["negatives_folder"]["images"]}. Latency: median '
               f'of {_LATENCY_RUNS.value} calls on {len(latency_images)} images resized to '
-              f'{LATENCY_SIZE[0]}x{LATENCY_SIZE[1]}, {os.cpu_count()} CPUs.')
+              f'{LATENCY_SIZE[0]}x{LATENCY_SIZE[1]}, the detectors taking turns call by call, '
+              f'{os.cpu_count()} CPUs.')
     notes = '\n'.join(f'- {r["detector"]}: {r["note"]}' for r in rows if r['note'])
     notes += ''.join(f'\n- {k}: skipped ({v})' for k, v in skipped.items())
     table += ('\n\nAP@0.5 on WIDER by face height (faces and unmatched detections of other '
