@@ -28,7 +28,8 @@ from model.detector import DetectorConfig, build_detector
 from training import checkpoints
 
 # Batches of training crops whose statistics an export's unfolded batch norms take
-# (--init_from=<export dir>; 8 x 32 crops: the per-channel means and variances settle).
+# (--init_from=<export dir>): 256 crops at batch 32, what batch norm's moving averages
+# (momentum 0.99) weigh over a few hundred steps anyway.
 CALIBRATION_BATCHES = 8
 
 
