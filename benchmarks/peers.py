@@ -380,21 +380,29 @@ def measure_latency(detectors, images, runs):
     """{name: (median, 25th, 75th percentile) ms of one call} over ``runs`` calls per
     detector cycling through ``images``.
 
-    Side by side: the detectors take turns call by call, so each one's calls are spread
-    over the same minutes. This machine's speed drifts by tens of percent within minutes
-    (one detector timed after another, YuNet-s went from 15 to 26 ms between runs), and
-    timing them in turns keeps that drift out of their comparison.
+    Side by side: the detectors take turns, one call on each image (a block) at a time, so
+    each one's calls are spread over the same minutes. This machine's speed drifts by tens
+    of percent within minutes (one detector timed after another, YuNet-s went from 15 to 26
+    ms between runs), and taking turns keeps that drift out of the comparison. Turns of
+    single calls skewed it the other way: YuNet-s took 22.5 ms when each of its calls came
+    right after one of facedet's through TFLite, 14.2 ms in blocks a minute later (facedet
+    13.2 and 11.7), as if the previous library's worker threads were still busy-waiting.
+    So each block begins with an untimed call.
     """
     for detector in detectors.values():
         for image in images[:2]:  # warm-up: graph tracing, allocation, caches
             detector.detect(image)
     times = {name: [] for name in detectors}
-    for i in range(runs):
-        image = images[i % len(images)]
+    done = 0
+    while done < runs:
+        block = images[:min(len(images), runs - done)]
         for name, detector in detectors.items():
-            start = time.perf_counter()
-            detector.detect(image)
-            times[name].append((time.perf_counter() - start) * 1000.0)
+            detector.detect(block[-1])  # untimed: lets the previous library's threads settle
+            for image in block:
+                start = time.perf_counter()
+                detector.detect(image)
+                times[name].append((time.perf_counter() - start) * 1000.0)
+        done += len(block)
     out = {}
     for name, t in times.items():
         q1, _, q3 = statistics.quantiles(t, n=4) if len(t) > 1 else (t[0], 0, t[0])
@@ -564,7 +572,8 @@ def main(argv):
               f'{counts["face_mask_50"]["images"]} images, {counts["face_mask_50"]["faces"]} '
               f'faces; face-free photos: {counts["negatives_folder"]["images"]}. Latency: median '
               f'of {_LATENCY_RUNS.value} calls on {len(latency_images)} images resized to '
-              f'{LATENCY_SIZE[0]}x{LATENCY_SIZE[1]}, the detectors taking turns call by call, '
+              f'{LATENCY_SIZE[0]}x{LATENCY_SIZE[1]}, the detectors taking turns image set by '
+              f'image set, '
               f'{os.cpu_count()} CPUs.')
     notes = '\n'.join(f'- {r["detector"]}: {r["note"]}' for r in rows if r['note'])
     notes += ''.join(f'\n- {k}: skipped ({v})' for k, v in skipped.items())
