@@ -573,8 +573,7 @@ def main(argv):
               f'faces; face-free photos: {counts["negatives_folder"]["images"]}. Latency: median '
               f'of {_LATENCY_RUNS.value} calls on {len(latency_images)} images resized to '
               f'{LATENCY_SIZE[0]}x{LATENCY_SIZE[1]}, the detectors taking turns image set by '
-              f'image set, '
-              f'{os.cpu_count()} CPUs.')
+              f'image set, {os.cpu_count()} CPUs.')
     notes = '\n'.join(f'- {r["detector"]}: {r["note"]}' for r in rows if r['note'])
     notes += ''.join(f'\n- {k}: skipped ({v})' for k, v in skipped.items())
     table += ('\n\nAP@0.5 on WIDER by face height (faces and unmatched detections of other '

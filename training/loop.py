@@ -28,8 +28,9 @@ from model.detector import DetectorConfig, build_detector
 from training import checkpoints
 
 # Batches of training crops whose statistics an export's unfolded batch norms take
-# (--init_from=<export dir>): 256 crops at batch 32, what batch norm's moving averages
-# (momentum 0.99) weigh over a few hundred steps anyway.
+# (--init_from=<export dir>): 256 crops at batch 32. Training-mode norms use each batch's
+# own statistics anyway; these only start the moving averages (momentum 0.99), which the
+# first few hundred steps replace.
 CALIBRATION_BATCHES = 8
 
 
