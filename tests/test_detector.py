@@ -87,8 +87,8 @@ class DetectorTest(tf.test.TestCase):
         self.assertGreater(identity_gap, 0.3 * spread)
         # The stem's norm holds the mean and variance of the stem's outputs on the crops.
         stem = keras.Model(calibrated.input, calibrated.get_layer('stem').output)
-        acts = np.concatenate([stem(c).numpy().reshape(-1, 24) for c in crops])
         bn = calibrated.get_layer('stem_bn')
+        acts = np.concatenate([stem(c).numpy().reshape(-1, bn.gamma.shape[0]) for c in crops])
         self.assertAllClose(bn.moving_mean.numpy(), acts.mean(axis=0), atol=1e-3, rtol=1e-3)
         self.assertAllClose(bn.moving_variance.numpy() + bn.epsilon, acts.var(axis=0),
                             atol=1e-3, rtol=1e-3)
