@@ -87,7 +87,8 @@ _INIT_FROM = flags.DEFINE_string(
     'models/facedet_default (fine-tuning the shipped model; its folded batch norms are '
     'unfolded with statistics of the first training crops): the same network, or one these '
     'flags widen (more channels, same layers; it starts computing what the earlier one '
-    'did). Ignored when --model_dir has checkpoints to resume.')
+    'did). Network flags not given take the source\'s values. Ignored when --model_dir has '
+    'checkpoints to resume.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):
@@ -103,6 +104,27 @@ def main(argv):
         sys.exit(f'train.py: error: {e}')
     except KeyboardInterrupt:
         sys.exit(130)  # the loop saved a checkpoint and said how to resume
+
+
+# The flags that shape the network (DetectorConfig's fields but the crop size).
+NETWORK_FLAGS = ('width', 'neck_channels', 'stem_channels', 'stage_channels', 'stage_units',
+                 'strides', 'anchor_scale', 'head_units', 'quality_head')
+
+
+def _take_network_flags(source):
+    """Network flags given neither on the command line nor in a flagfile take the
+    --init_from source's values, so fine-tuning needs no copy of its network flags."""
+    taken = []
+    for name in NETWORK_FLAGS:
+        if flags.FLAGS[name].present:
+            continue
+        value = getattr(source, name)
+        if isinstance(value, (list, tuple)):
+            value = [str(v) for v in value]
+        setattr(flags.FLAGS, name, value)
+        taken.append(f'--{name}={",".join(value) if isinstance(value, list) else value}')
+    if taken:
+        print('network flags from --init_from: ' + ' '.join(taken), flush=True)
 
 
 def _train():
@@ -128,6 +150,8 @@ def _train():
         if flag.value < 0:
             raise ValueError(f'--{flag.name} must be at least 0 (0 ignores no face), '
                              f'got {flag.value}')
+    if _INIT_FROM.value:
+        _take_network_flags(checkpoints.init_source_config(_INIT_FROM.value))
     try:
         stage_channels = tuple(int(v) for v in _STAGE_CHANNELS.value)
         stage_units = tuple(int(v) for v in _STAGE_UNITS.value)

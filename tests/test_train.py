@@ -138,7 +138,7 @@ class TrainTest(tf.test.TestCase):
     def test_init_from_an_export_starts_from_its_outputs(self):
         # Fine-tuning the shipped model: --init_from takes export.py's directory.
         source = os.path.join(self.dir, 'export_source')
-        out = self._train(source, '--val_records=')
+        out = self._train(source, '--val_records=', '--stem_channels=16', '--quality_head')
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         exported = os.path.join(self.dir, 'export_source_saved')
         out = cli.run('export.py', f'--model_dir={source}', f'--export_dir={exported}')
@@ -151,6 +151,11 @@ class TrainTest(tf.test.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         self.assertIn(f'starting from the weights of {exported} (an export: batch norms '
                       'unfolded with the statistics of 32 training crops)', out.stdout)
+        # Network flags it was not given are the export's (base.flags gives the neck).
+        self.assertIn('network flags from --init_from: --stem_channels=16 ', out.stdout)
+        self.assertIn('--quality_head=True', out.stdout)
+        self.assertNotIn('--neck_channels', out.stdout)
+        self.assertEqual(checkpoints.load_config(target), checkpoints.load_config(source))
         # Layers without a norm are the export's own weights.
         source_kernels = self._kernels(source, 'ema')
         target_kernels = self._kernels(target, 'model')

@@ -99,17 +99,21 @@ def load_export(export_dir):
     return folded, config
 
 
+def init_source_config(model_dir):
+    """The network config of an --init_from source: a train.py run or an export."""
+    if is_export(model_dir):
+        return export_config(model_dir)
+    if os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
+        return load_config(model_dir)
+    raise FileNotFoundError(f'--init_from={model_dir} is neither a train.py --model_dir '
+                            f'(no {CONFIG_FILE}) nor an export.py directory (no '
+                            f'{MODEL_INFO} beside saved_model.pb)')
+
+
 def check_init_source(model_dir, config):
     """Raises ValueError unless model_dir's run (or export) built config's network or a
     narrower one (same layers; see detector.is_widening). Returns the source's config."""
-    if is_export(model_dir):
-        source_config = export_config(model_dir)
-    elif os.path.exists(os.path.join(model_dir, CONFIG_FILE)):
-        source_config = load_config(model_dir)
-    else:
-        raise FileNotFoundError(f'--init_from={model_dir} is neither a train.py --model_dir '
-                                f'(no {CONFIG_FILE}) nor an export.py directory (no '
-                                f'{MODEL_INFO} beside saved_model.pb)')
+    source_config = init_source_config(model_dir)
     if not is_widening(source_config, config):
         raise ValueError(f'--init_from={model_dir} holds another network ({source_config}) '
                          f'than this run ({config}); give this run its network flags (it '
