@@ -382,7 +382,7 @@ def measure_latency(detectors, images, runs):
 
     Side by side: the detectors take turns, one call on each image (a block) at a time, so
     each one's calls are spread over the same minutes. This machine's speed drifts by tens
-    of percent within minutes (one detector timed after another, YuNet-s went from 15 to 26
+    of percent within minutes (one detector timed after another, YuNet-s went from 15 to 23
     ms between runs), and taking turns keeps that drift out of the comparison. Turns of
     single calls skewed it the other way: YuNet-s took 22.5 ms when each of its calls came
     right after one of facedet's through TFLite, 14.2 ms in blocks a minute later (facedet
