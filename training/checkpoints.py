@@ -131,14 +131,12 @@ def init_weights(model_dir, config, model, ema_model=None, image_batches=None):
     narrower one, which is widened so that the new run starts from the same outputs
     (detector.widen_weights). An export's batch norms were folded into its convolutions:
     they are unfolded (detector.unfold_batch_norms), with the statistics they read on
-    image_batches (a callable returning an iterable of training batches), so the network
-    starts from the export's outputs.
+    image_batches (training batches), so the network starts from the export's outputs.
     """
     check_init_source(model_dir, config)
     if is_export(model_dir):
         folded, source_config = load_export(model_dir)
-        source = unfold_batch_norms(folded, build_detector(source_config),
-                                    image_batches() if image_batches else ())
+        source = unfold_batch_norms(folded, build_detector(source_config), image_batches or ())
         path = model_dir
     else:
         source, _, path = load_trained(model_dir)

@@ -175,20 +175,14 @@ def train(s: TrainSettings):
         _restore(resume_from, step, model, optimizer, ema_model, landmark_points)
         print(f'resumed from {resume_from} at step {int(step.numpy())}', flush=True)
     elif s.init_from:
-        crops = []
-
-        def calibration_batches():
-            # For an export's unfolded batch norms: the statistics of training crops, which
-            # training-mode batch norm will normalize.
-            ds = pipeline.build_dataset(
-                s.train_records, s.batch_size, size, True, strides=cfg.strides,
-                anchor_scale=cfg.anchor_scale, shuffle_buffer=s.shuffle_buffer, seed=s.seed,
-                scale_range=s.crop_range, min_face_px=s.train_min_face)
-            crops.extend(batch['image'] for batch in ds.take(CALIBRATION_BATCHES))
-            return crops
-
+        crops = None
+        if checkpoints.is_export(s.init_from):
+            # The statistics of training crops, which training-mode batch norm normalizes,
+            # for the export's unfolded norms.
+            crops = [b['image'] for b in
+                     training_crops(s, s.batch_size, s.seed).take(CALIBRATION_BATCHES)]
         source = checkpoints.init_weights(s.init_from, cfg, model, ema_model,
-                                          image_batches=calibration_batches)
+                                          image_batches=crops)
         unfolded = (f' (an export: batch norms unfolded with the statistics of '
                     f'{sum(len(c) for c in crops)} training crops)' if crops else '')
         print(f'starting from the weights of {source}{unfolded}', flush=True)
@@ -199,11 +193,8 @@ def train(s: TrainSettings):
     points, point_strides, _ = anchor_lib.anchor_points(size, size, cfg.strides)
 
     def dataset_fn(ctx):
-        ds = pipeline.build_dataset(
-            s.train_records, ctx.get_per_replica_batch_size(s.batch_size), size, True,
-            strides=cfg.strides, anchor_scale=cfg.anchor_scale,
-            shuffle_buffer=s.shuffle_buffer, seed=s.seed + start_step,
-            scale_range=s.crop_range, input_context=ctx, min_face_px=s.train_min_face)
+        ds = training_crops(s, ctx.get_per_replica_batch_size(s.batch_size),
+                            s.seed + start_step, ctx)
         # The padded face lists change shape from batch to batch and would retrace the
         # step function each time; training needs only the fixed-shape targets.
         return ds.map(lambda b: {'image': b['image'], 'targets': b['targets']})
@@ -280,6 +271,15 @@ def train(s: TrainSettings):
     val_writer.flush()
     print(f'checkpoints: {manager.directory}  tensorboard --logdir={s.model_dir}', flush=True)
     return metrics
+
+
+def training_crops(s: TrainSettings, batch_size, seed, input_context=None):
+    """The training dataset: augmented crops with their targets, batched."""
+    cfg = s.config
+    return pipeline.build_dataset(
+        s.train_records, batch_size, cfg.image_size, True, strides=cfg.strides,
+        anchor_scale=cfg.anchor_scale, shuffle_buffer=s.shuffle_buffer, seed=seed,
+        scale_range=s.crop_range, input_context=input_context, min_face_px=s.train_min_face)
 
 
 def _restore(path, step, model, optimizer, ema_model, landmark_points):
