@@ -44,8 +44,13 @@ def scores(raw):
     return face
 
 
+# The best-scoring points that enter NMS (model/runtime.py's NumPy twin of detect() too).
+PRE_NMS_TOP_K = 2000
+
+
 def detect(raw, input_height, input_width, strides=anchor_lib.DEFAULT_STRIDES,
-           max_detections=200, score_threshold=0.3, iou_threshold=0.4, pre_nms_top_k=2000):
+           max_detections=200, score_threshold=0.3, iou_threshold=0.4,
+           pre_nms_top_k=PRE_NMS_TOP_K):
     """Raw outputs -> final detections per image, padded to max_detections.
 
     Args:

@@ -1,19 +1,22 @@
 """Loads an export for inference: the SavedModel's detect_image signature, or the same
 network run by TFLite (XNNPACK) with the same preprocessing, decoding and NMS around it.
 
-On a 2-core CPU a whole call on a 640x480 photo took 10-16 ms this way against 17-21 ms
-for the SavedModel (the network 6.5-11 ms in TFLite, decoding and NMS 2.3-2.9 ms in
-TensorFlow; benchmark rows in MODEL_CARD.md). export.py writes
-``network.tflite`` beside the SavedModel: the network alone (batch norms folded), with a
-``[1, H, W, 3]`` input of any size that is a multiple of 32; the interpreter is resized when
-an image of another size comes. Decoding and NMS stay in TensorFlow (model/serving.py's),
-so both runtimes return the same detections up to float rounding.
+export.py writes ``network.tflite`` beside the SavedModel: the network alone (batch norms
+folded), with a ``[1, H, W, 3]`` input of any size that is a multiple of 32, and with
+--int8_records ``network_int8.tflite``, the same network with int8 weights and activations.
+An interpreter is planned per input size (a few are kept). Decoding and NMS are a NumPy twin
+of model/serving.py's finish around TensorFlow's NMS kernel (tests/test_export.py checks
+that both runtimes return the same detections): on a 2-core CPU about 0.3-0.7 ms a call
+against 2.5 ms for the same steps as a TensorFlow graph, whose cost per op dominates at
+these sizes (timings in MODEL_CARD.md).
 
 Both loaders return a callable with the signature's interface:
 ``fn(images=[1, H, W, 3] float32 0..255) -> {'boxes', 'scores', 'landmarks',
-'num_detections'}`` as tensors (model/serving.py documents them).
+'num_detections'}`` (model/serving.py documents them), as tensors from the SavedModel and
+NumPy arrays from TFLite.
 """
 
+import collections
 import json
 import os
 import warnings
@@ -23,20 +26,29 @@ import numpy as np
 # The files export.py writes beside the SavedModel (this module imports no TensorFlow at the
 # top, so export.py and detect.py take these names from here without slowing --help).
 NETWORK_FILE = 'network.tflite'
+# The same network with int8 weights and activations (export.py --int8_records): about twice
+# as fast on x86 CPUs with VNNI; 'auto' takes it when the export has it.
+NETWORK_INT8_FILE = 'network_int8.tflite'
 MODEL_INFO = 'facedet.json'
-RUNTIMES = ('auto', 'tflite', 'savedmodel')
+RUNTIMES = ('auto', 'tflite_int8', 'tflite', 'savedmodel')
 _MULTIPLE = 32  # the network's largest stride (model/serving.py pads to it too)
+_PLANNED_SHAPES = 4  # interpreters kept, one per input shape (LiteSignature._interpreter)
 
 
 def load(export_dir, runtime='auto', num_threads=None):
-    """Returns (detect_image callable, runtime name). 'auto' takes TFLite when the export
-    has network.tflite and its serving settings in facedet.json (export.py writes both),
-    else the SavedModel. Raises FileNotFoundError naming what is missing, ValueError for an
-    unknown runtime or an export without the settings."""
+    """Returns (detect_image callable, runtime name). 'auto' takes network_int8.tflite, else
+    network.tflite, when the export has it and its serving settings in facedet.json
+    (export.py writes them), else the SavedModel. Raises FileNotFoundError naming what is
+    missing, ValueError for an unknown runtime or an export without the settings."""
     if runtime not in RUNTIMES:
         raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
-    if runtime == 'tflite' or (runtime == 'auto' and _has_lite(export_dir)):
-        return LiteSignature(export_dir, num_threads), 'tflite'
+    if runtime == 'auto':
+        runtime = next((name for name, file in (('tflite_int8', NETWORK_INT8_FILE),
+                                                ('tflite', NETWORK_FILE))
+                        if _has_lite(export_dir, file)), 'savedmodel')
+    if runtime in ('tflite', 'tflite_int8'):
+        file = NETWORK_INT8_FILE if runtime == 'tflite_int8' else NETWORK_FILE
+        return LiteSignature(export_dir, num_threads, file), runtime
     if not os.path.exists(os.path.join(export_dir, 'saved_model.pb')):
         raise FileNotFoundError(
             f'{export_dir} is not a SavedModel; export one with export.py and pass --model')
@@ -47,24 +59,40 @@ def load(export_dir, runtime='auto', num_threads=None):
     return signature, 'savedmodel'
 
 
-def _has_lite(export_dir):
+def default_passes(export_dir):
+    """The export's default passes (facedet.json 'default_passes', model/multiscale.Pass
+    dicts), or one pass at 1x for exports without them."""
+    from model.multiscale import Pass, parse_passes
     info_path = os.path.join(export_dir, MODEL_INFO)
-    if not (os.path.exists(os.path.join(export_dir, NETWORK_FILE)) and os.path.exists(info_path)):
+    if not os.path.exists(info_path):
+        return [Pass(1.0)]
+    with open(info_path) as f:
+        info = json.load(f)
+    if 'default_passes' not in info:
+        return [Pass(1.0)]
+    return parse_passes(info['default_passes'], f'{info_path}: default_passes')
+
+
+def _has_lite(export_dir, file=NETWORK_FILE):
+    info_path = os.path.join(export_dir, MODEL_INFO)
+    if not (os.path.exists(os.path.join(export_dir, file)) and os.path.exists(info_path)):
         return False
     with open(info_path) as f:
         return 'serving' in json.load(f)
 
 
 class LiteSignature:
-    """network.tflite inside model/serving.Detector's preprocessing and postprocessing."""
+    """network.tflite (or network_int8.tflite) inside model/serving.Detector's preprocessing
+    and the same postprocessing."""
 
-    def __init__(self, export_dir, num_threads=None):
+    def __init__(self, export_dir, num_threads=None, file=NETWORK_FILE):
         import tensorflow as tf
 
         from data.augment import PAD_VALUE
-        from model.detector import DetectorConfig, num_outputs
+        from model.detector import BOX, CLS, LMK, QUALITY, DetectorConfig
+        from model.postprocess import PRE_NMS_TOP_K
         from model.serving import Detector
-        path = os.path.join(export_dir, NETWORK_FILE)
+        path = os.path.join(export_dir, file)
         info_path = os.path.join(export_dir, MODEL_INFO)
         for required in (path, info_path):
             if not os.path.exists(required):
@@ -77,27 +105,24 @@ class LiteSignature:
         config = DetectorConfig.from_json(json.dumps(info['config']))
         detector = Detector(None, config.strides, **info['serving'])
         self._max_side, self._pad_value = info['serving']['max_side'], PAD_VALUE
-        with warnings.catch_warnings():  # its deprecation notice, for TF 2.22+ (we pin < 2.22)
-            warnings.simplefilter('ignore', UserWarning)
-            self._interpreter = tf.lite.Interpreter(model_path=path,
-                                                    num_threads=num_threads or os.cpu_count())
-        self._input = self._interpreter.get_input_details()[0]['index']
-        self._output = self._interpreter.get_output_details()[0]['index']
-        self._shape = None
+        with open(path, 'rb') as f:
+            self._model_bytes = f.read()
+        self._num_threads = num_threads or os.cpu_count()
+        self._interpreters = collections.OrderedDict()  # input shape -> interpreter
         self._prepare = tf.function(detector.prepare, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32)])
-        self._finish = tf.function(detector.finish, input_signature=[
-            tf.TensorSpec([1, None, num_outputs(config)], tf.float32),
-            tf.TensorSpec([2], tf.int32), tf.TensorSpec([1, 2], tf.int32),
-            tf.TensorSpec([1, 2], tf.int32)])
+        self._strides, self._nms = tuple(config.strides), dict(info['serving'])
+        # The raw outputs' columns (model/detector.py) and the points NMS takes.
+        self._cls, self._box, self._lmk = CLS.start, BOX, LMK
+        self._quality, self._top_k = QUALITY.start, PRE_NMS_TOP_K
+        self._point_cache = {}
 
     def __call__(self, images):
-        import tensorflow as tf
         images = np.asarray(images, np.float32)
         if not len(images):
             raise ValueError('images: an empty batch')
         outs = [self._one(image[None]) for image in images]
-        return {k: tf.concat([o[k] for o in outs], 0) for k in outs[0]}
+        return {k: np.concatenate([o[k] for o in outs], 0) for k in outs[0]}
 
     def _one(self, image):
         """[1, H, W, 3] -> the signature's outputs for that image."""
@@ -109,11 +134,87 @@ class LiteSignature:
             pad_h, pad_w = (-height % _MULTIPLE), (-width % _MULTIPLE)
             padded = image if not (pad_h or pad_w) else np.pad(
                 image, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], constant_values=self._pad_value)
-        if self._shape != padded.shape:  # XNNPACK plans its buffers per input shape
-            self._interpreter.resize_tensor_input(self._input, padded.shape)
-            self._interpreter.allocate_tensors()
-            self._shape = padded.shape
-        self._interpreter.set_tensor(self._input, padded)
-        self._interpreter.invoke()
-        raw = self._interpreter.get_tensor(self._output)
-        return self._finish(raw, np.array(padded.shape[1:3], np.int32), sizes, fitted)
+        interpreter = self._interpreter(padded.shape)
+        interpreter.set_tensor(interpreter.get_input_details()[0]['index'], padded)
+        interpreter.invoke()
+        raw = interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
+        return self._finish(raw[0], padded.shape[1:3], sizes[0], fitted[0])
+
+    def _interpreter(self, shape):
+        """An interpreter planned for inputs of `shape`. XNNPACK plans its buffers per input
+        shape, which costs more than a pass itself, so each of the last few shapes keeps its
+        own interpreter: passes at two scales (default_passes) alternate between two."""
+        import tensorflow as tf
+        if shape in self._interpreters:
+            self._interpreters.move_to_end(shape)
+            return self._interpreters[shape]
+        with warnings.catch_warnings():  # its deprecation notice, for TF 2.22+ (we pin < 2.22)
+            warnings.simplefilter('ignore', UserWarning)
+            interpreter = tf.lite.Interpreter(model_content=self._model_bytes,
+                                              num_threads=self._num_threads)
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'], shape)
+        interpreter.allocate_tensors()
+        self._interpreters[shape] = interpreter
+        if len(self._interpreters) > _PLANNED_SHAPES:
+            self._interpreters.popitem(last=False)
+        return interpreter
+
+    def _points(self, height, width):
+        """model/anchors.py's points (y, x) [P, 2] and strides [P] for a padded input size,
+        cached (photos of one size share them)."""
+        from model.anchors import anchor_points
+        key = (height, width)
+        if key not in self._point_cache:
+            if len(self._point_cache) >= _PLANNED_SHAPES:
+                self._point_cache.pop(next(iter(self._point_cache)))
+            points, strides, _ = anchor_points(height, width, self._strides)
+            self._point_cache[key] = (points.numpy(), strides.numpy())
+        return self._point_cache[key]
+
+    def _finish(self, raw, padded_size, size, fitted):
+        """Raw outputs [P, C] of one image -> the signature's outputs, as model/serving.py's
+        finish computes them (scores, the best pre_nms_top_k points, decoding, NMS, boxes in
+        the original image's pixels) but in NumPy around TensorFlow's NMS kernel: about 1 ms
+        instead of 2.5 for the graph, whose fixed cost per op dominates at these sizes."""
+        import tensorflow as tf
+        pad_h, pad_w = (int(v) for v in padded_size)
+        points, strides = self._points(pad_h, pad_w)
+        scores = _sigmoid(raw[:, self._cls])
+        if raw.shape[1] > self._quality:
+            scores = scores * _sigmoid(raw[:, self._quality])
+        candidates = np.flatnonzero(scores > self._nms['score_threshold'])
+        if len(candidates) > self._top_k:
+            candidates = candidates[np.argpartition(-scores[candidates], self._top_k)[
+                :self._top_k]]
+        candidates = candidates[np.argsort(-scores[candidates], kind='stable')]
+        rows, at, stride = raw[candidates], points[candidates], strides[candidates, None]
+        d = np.logaddexp(0.0, rows[:, self._box]) * stride  # softplus distances, in pixels
+        canvas = np.array([pad_h, pad_w], np.float32)
+        boxes = np.clip(np.concatenate([at - d[:, :2], at + d[:, 2:]], 1) / np.tile(canvas, 2),
+                        0.0, 1.0)
+        keep = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=boxes, scores=scores[candidates],
+            max_output_size=self._nms['max_detections'],
+            iou_threshold=self._nms['iou_threshold'],
+            score_threshold=self._nms['score_threshold'],
+            pad_to_max_output_size=False)[0].numpy()
+        # Normalized (of the padded canvas) -> pixels of the original image.
+        to_px = canvas * np.asarray(size, np.float32) / np.asarray(fitted, np.float32)
+        yxyx = np.clip(boxes[keep] * np.tile(to_px, 2), 0.0,
+                       np.tile(np.asarray(size, np.float32), 2))
+        marks = ((rows[keep, self._lmk] * stride[keep] + np.tile(at[keep], 5)) /
+                 np.tile(canvas, 5))
+        marks = (marks.reshape(-1, 5, 2) * to_px)[..., ::-1].reshape(-1, 10)
+        n, k = len(keep), self._nms['max_detections']
+        out = {'boxes': np.zeros([1, k, 4], np.float32), 'scores': np.zeros([1, k], np.float32),
+               'landmarks': np.zeros([1, k, 10], np.float32),
+               'num_detections': np.array([n], np.int32)}
+        out['boxes'][0, :n] = np.stack([yxyx[:, 1], yxyx[:, 0], yxyx[:, 3] - yxyx[:, 1],
+                                        yxyx[:, 2] - yxyx[:, 0]], 1)
+        out['scores'][0, :n] = scores[candidates][keep]
+        out['landmarks'][0, :n] = marks
+        return out
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # 1 / (1 + exp(-x)) without overflow
