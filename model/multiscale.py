@@ -1,9 +1,63 @@
 """Multi-scale testing on an exported model: run the detect_image signature at several
 image scales and merge the passes with NMS (used by detect.py --scales and the benchmarks).
+
+A pass may keep only the faces of some sizes (``Pass.min_size``/``max_size``, the longer side
+of the box in the photo's pixels), as SNIP's valid ranges do: an upscaled pass finds small
+faces best and a downscaled one large faces, each of the sizes the network was trained on
+(faces up to about 300 px in its 320-px training crops). An export's default passes are in
+its facedet.json (``default_passes``).
 """
 
+import dataclasses
+import math
+
 import numpy as np
-import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    scale: float
+    min_size: float = 0.0     # keep boxes whose longer side (photo pixels) is >= min_size
+    max_size: float = math.inf  # ... and < max_size
+
+    def __post_init__(self):
+        if not self.scale > 0:
+            raise ValueError(f'a pass needs a positive scale, got {self.scale!r}')
+        if not 0 <= self.min_size < self.max_size:
+            raise ValueError(f'a pass needs 0 <= min_size < max_size, got {self.min_size!r} '
+                             f'and {self.max_size!r}')
+
+    def to_json(self):
+        out = {'scale': self.scale}
+        if self.min_size:
+            out['min_size'] = self.min_size
+        if self.max_size != math.inf:
+            out['max_size'] = self.max_size
+        return out
+
+    def describe(self):
+        sizes = ''
+        if self.min_size and self.max_size != math.inf:
+            sizes = f' (faces {self.min_size:g}-{self.max_size:g} px)'
+        elif self.min_size:
+            sizes = f' (faces >= {self.min_size:g} px)'
+        elif self.max_size != math.inf:
+            sizes = f' (faces < {self.max_size:g} px)'
+        return f'{self.scale:g}x{sizes}'
+
+
+def parse_passes(values, source='passes'):
+    """A list of {'scale', 'min_size', 'max_size'} dicts (facedet.json) -> [Pass]; raises
+    ValueError naming `source` on anything else."""
+    try:
+        passes = [Pass(float(v['scale']), float(v.get('min_size', 0.0)),
+                       float(v.get('max_size', math.inf))) for v in values]
+    except (TypeError, KeyError, ValueError) as e:
+        raise ValueError(f'{source}: expected a list of {{"scale", "min_size", "max_size"}} '
+                         f'objects, got {values!r} ({e})') from None
+    if not passes:
+        raise ValueError(f'{source}: no pass')
+    return passes
 
 
 def parse_scales(values):
@@ -22,31 +76,70 @@ def parse_scales(values):
     return scales
 
 
+# The network takes sides that are multiples of this; a scaled side is rounded to one when
+# that stretches the photo by at most MAX_STRETCH, so the input needs no padding (a copy of
+# the whole image) and no padded border holds points.
+_MULTIPLE, MAX_STRETCH = 32, 0.05
+
+
+def scaled_size(height, width, scale):
+    """The (height, width) a pass at `scale` resizes a photo to: each side times scale,
+    rounded to a multiple of 32 when that changes it by at most MAX_STRETCH, else to a pixel."""
+    size = []
+    for side in (height, width):
+        exact = max(1.0, side * scale)
+        snapped = max(_MULTIPLE, math.floor(exact / _MULTIPLE + 0.5) * _MULTIPLE)  # ties: up
+        size.append(snapped if abs(snapped / exact - 1) <= MAX_STRETCH else max(1, round(exact)))
+    return tuple(size)
+
+
+def _resize(image, height, width):
+    """Bilinear resize of [H, W, 3] (TensorFlow's kernel called directly: the
+    tf.image.resize wrapper's own cost is about a millisecond per call)."""
+    import tensorflow as tf
+    return tf.raw_ops.ResizeBilinear(images=np.asarray(image, np.float32)[None],
+                                     size=[height, width], half_pixel_centers=True).numpy()[0]
+
+
 def run_scales(signature, pixels, scales=(1.0,), merge_iou=0.4):
     """Runs the detect_image signature at each scale; returns boxes [K, 4] xywh, scores [K]
     and landmarks [K, 10] in the pixels of ``pixels``, best first.
 
-    With several scales the detections of all passes are merged by NMS at merge_iou (the
+    ``scales`` holds numbers or Pass objects (a number keeps faces of every size). With
+    several passes the detections of all passes are merged by NMS at merge_iou (the
     export's own NMS threshold by default), as multi-scale testing does in RetinaFace and
     SCRFD's evaluations.
     """
-    image = tf.constant(pixels[None], tf.float32)
+    passes = [p if isinstance(p, Pass) else Pass(float(p)) for p in scales]
     boxes, scores, landmarks = [], [], []
-    for scale in scales:
-        scaled = image
-        if scale != 1.0:
-            scaled = tf.image.resize(image, [max(1, round(pixels.shape[0] * scale)),
-                                             max(1, round(pixels.shape[1] * scale))])
-        out = signature(images=scaled)
-        n = int(out['num_detections'][0])
-        boxes.append(out['boxes'][0, :n].numpy() / scale)
-        scores.append(out['scores'][0, :n].numpy())
-        landmarks.append(out['landmarks'][0, :n].numpy() / scale)
+    height, width = pixels.shape[:2]
+    for p in passes:
+        if p.scale != 1.0:
+            new_h, new_w = scaled_size(height, width, p.scale)
+            scaled = _resize(pixels, new_h, new_w)
+        else:
+            new_h, new_w = height, width
+            scaled = np.asarray(pixels, np.float32)
+        out = signature(images=scaled[None])
+        n = int(np.asarray(out['num_detections'])[0])
+        to_photo = np.array([width / new_w, height / new_h], np.float32)  # x, y
+        b = np.asarray(out['boxes'])[0, :n] * np.tile(to_photo, 2)
+        keep = slice(None)
+        if p.min_size or p.max_size != math.inf:
+            side = np.maximum(b[:, 2], b[:, 3])
+            keep = (side >= p.min_size) & (side < p.max_size)
+        boxes.append(b[keep])
+        scores.append(np.asarray(out['scores'])[0, :n][keep])
+        landmarks.append(np.asarray(out['landmarks'])[0, :n][keep] * np.tile(to_photo, 5))
     boxes, scores, landmarks = (np.concatenate(x) for x in (boxes, scores, landmarks))
-    if len(scales) > 1 and len(scores):
+    if len(passes) > 1 and len(scores):
+        import tensorflow as tf
         xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-        keep = tf.image.non_max_suppression(xyxy[:, [1, 0, 3, 2]], scores, len(scores),
-                                            iou_threshold=merge_iou).numpy()
+        # The kernel itself: tf.image.non_max_suppression's wrapper costs more than it.
+        keep = tf.raw_ops.NonMaxSuppressionV3(
+            boxes=xyxy[:, [1, 0, 3, 2]].astype(np.float32), scores=scores.astype(np.float32),
+            max_output_size=len(scores), iou_threshold=merge_iou,
+            score_threshold=-np.inf).numpy()
     else:
         keep = np.argsort(-scores, kind='stable')
     return boxes[keep], scores[keep], landmarks[keep]
