@@ -36,9 +36,11 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-from model.runtime import MODEL_INFO, NETWORK_FILE  # noqa: E402
+from model.runtime import MODEL_INFO, NETWORK_FILE, NETWORK_INT8_FILE  # noqa: E402
 
-_MODEL_DIR = flags.DEFINE_string('model_dir', None, 'Training directory (train.py --model_dir).')
+_MODEL_DIR = flags.DEFINE_string(
+    'model_dir', None, 'Training directory (train.py --model_dir), or an export to write '
+    'again (other serving settings, passes or an int8 network; its weights are kept).')
 _EXPORT_DIR = flags.DEFINE_string('export_dir', None, 'Where to write the SavedModel.')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', 'best',
                                   "'best', 'latest', or a checkpoint path prefix.")
@@ -48,6 +50,17 @@ _SCORE_THRESHOLD = flags.DEFINE_float(
     'keep it low so average precision can be measured).')
 _IOU_THRESHOLD = flags.DEFINE_float('iou_threshold', 0.4, 'NMS IoU threshold.')
 _MAX_DETECTIONS = flags.DEFINE_integer('max_detections', 300, 'Detections per image (padded).')
+_PASSES = flags.DEFINE_list(
+    'passes', ['1'], 'The passes detect.py and the benchmarks run by default, written to '
+    'facedet.json: SCALE, or SCALE:MIN_SIZE:MAX_SIZE to keep only faces whose longer side '
+    '(pixels of the photo) is in [MIN_SIZE, MAX_SIZE) (empty: no bound), merged by NMS; e.g. '
+    '1.5:0:200,0.5:100: finds small faces in a 1.5x pass and large ones in a 0.5x pass '
+    '(model/multiscale.py).')
+_INT8_RECORDS = flags.DEFINE_string(
+    'int8_records', None, 'Also write network_int8.tflite (int8 weights and activations, '
+    'calibrated on images of these TFRecords at the first pass\'s scale), which detect.py '
+    'then runs by default.')
+_INT8_IMAGES = flags.DEFINE_integer('int8_images', 128, 'Calibration images for the int8 network.')
 _TFLITE_SIZE = flags.DEFINE_integer(
     'tflite_size', 0, 'Also write <export_dir>/facedet_<N>.tflite for [1, N, N, 3] float inputs '
     '(N a multiple of 32; 0: no TFLite file).')
@@ -55,12 +68,15 @@ _TFLITE_SIZE = flags.DEFINE_integer(
 flags.mark_flags_as_required(['model_dir', 'export_dir'])
 
 
-def write_model_info(export_dir, config, checkpoint_path, landmarks, serving):
+def write_model_info(export_dir, config, checkpoint_path, landmarks, serving, passes=None):
     """<export_dir>/facedet.json: what detect.py and a reader need to know about the model.
     serving: the Detector settings (max_side, score_threshold, iou_threshold,
-    max_detections) of the export."""
+    max_detections) of the export; passes: the default passes (model/multiscale.Pass),
+    written when they are other than one pass at 1x."""
     info = {'landmarks': bool(landmarks), 'checkpoint': checkpoint_path,
             'config': json.loads(config.to_json()), 'serving': serving}
+    if passes and [p.to_json() for p in passes] != [{'scale': 1.0}]:
+        info['default_passes'] = [p.to_json() for p in passes]
     with open(os.path.join(export_dir, MODEL_INFO), 'w') as f:
         json.dump(info, f, indent=2)
     return info
@@ -115,6 +131,79 @@ def export_network_tflite(folded, path):
     return converted
 
 
+def parse_pass_flags(values):
+    """--passes strings -> [model.multiscale.Pass]; raises ValueError naming a bad one."""
+    from model.multiscale import Pass
+    passes = []
+    for v in values:
+        parts = v.split(':')
+        try:
+            if len(parts) not in (1, 3):
+                raise ValueError('give SCALE or SCALE:MIN_SIZE:MAX_SIZE')
+            bounds = [float(b) if b else d for b, d in zip(parts[1:], (0.0, float('inf')))]
+            passes.append(Pass(float(parts[0]), *bounds))
+        except ValueError as e:
+            raise ValueError(f'--passes: {v!r}: {e}') from None
+    if not passes:
+        raise ValueError('--passes: give at least one pass, e.g. 1')
+    return passes
+
+
+def calibration_images(file_pattern, count, scale, max_side, seed=0):
+    """Up to `count` images of the TFRecords, picked at random with a fixed seed, resized by
+    `scale` (capped at max_side, as detect.py does) and padded to a multiple of 32: the
+    inputs the network meets, from which int8 conversion measures each layer's range."""
+    import numpy as np
+    import tensorflow as tf
+    from data.augment import PAD_VALUE
+    from data.features import parse_example
+    from data.pipeline import list_shards
+    records = tf.data.TFRecordDataset(list_shards(file_pattern))
+    total = sum(1 for _ in records)  # streamed twice rather than held in memory
+    if not total:
+        raise ValueError(f'{file_pattern}: no records to calibrate the int8 network on')
+    picked = set(np.random.default_rng(seed).choice(total, min(count, total), replace=False))
+    images = []
+    for i, serialized in enumerate(records):
+        if i not in picked:
+            continue
+        image = tf.cast(parse_example(serialized)['image'], tf.float32)
+        h, w = int(image.shape[0]), int(image.shape[1])
+        fit = min(scale, max_side / max(h, w))
+        size = [max(1, round(h * fit)), max(1, round(w * fit))]
+        image = tf.image.resize(image, size).numpy()
+        pad = [(0, -size[0] % 32), (0, -size[1] % 32), (0, 0)]
+        images.append(np.pad(image, pad, constant_values=PAD_VALUE)[None])
+    return images
+
+
+def export_network_int8(folded, path, images):
+    """Writes the (folded) network as TFLite with int8 weights and activations (float input
+    and output), its ranges measured on `images` ([1, H, W, 3] float 0..255 each); returns
+    its bytes. XNNPACK runs it about twice as fast as the float network on x86 CPUs with
+    VNNI; the scores move a little (MODEL_CARD.md has the AP of both)."""
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+    archive = keras.export.ExportArchive()
+    archive.track(folded)
+    archive.add_endpoint('network', lambda images: folded(images, training=False),
+                         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32,
+                                                        name='images')])
+    with tempfile.TemporaryDirectory() as tmp:
+        archive.write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['network'])
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image] for image in images)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converted = converter.convert()
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with open(path, 'wb') as f:
+        f.write(converted)
+    return converted
+
+
 def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold=0.4,
                   max_detections=300):
     """Writes a TFLite file for [1, size, size, 3] inputs; returns its bytes."""
@@ -142,21 +231,50 @@ def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold
     return converted
 
 
+def load_source(model_dir, checkpoint):
+    """(model with batch norms, config, checkpoint path, landmarks trained) of a training
+    directory or of an export (its folded weights unfolded: the same outputs in inference,
+    which export() folds back; its facedet.json's checkpoint and landmarks carry over)."""
+    from model.detector import build_detector, unfold_batch_norms
+    from training.checkpoints import is_export, landmarks_trained, load_export, load_trained
+    if is_export(model_dir):
+        folded, config = load_export(model_dir)
+        model = build_detector(config)
+        unfold_batch_norms(folded, model)
+        with open(os.path.join(model_dir, MODEL_INFO)) as f:
+            info = json.load(f)
+        return model, config, info['checkpoint'], info['landmarks']
+    model, config, path = load_trained(model_dir, checkpoint)
+    return model, config, path, landmarks_trained(path)
+
+
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     try:
-        from training.checkpoints import landmarks_trained, load_trained
-        model, config, path = load_trained(_MODEL_DIR.value, _CHECKPOINT.value)
+        passes = parse_pass_flags(_PASSES.value)
+        if os.path.abspath(_MODEL_DIR.value) == os.path.abspath(_EXPORT_DIR.value):
+            raise ValueError('--export_dir must differ from --model_dir')
+        model, config, path, landmarks = load_source(_MODEL_DIR.value, _CHECKPOINT.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'export.py: error: {e}')
     serving = dict(max_side=_MAX_SIDE.value, score_threshold=_SCORE_THRESHOLD.value,
                    iou_threshold=_IOU_THRESHOLD.value, max_detections=_MAX_DETECTIONS.value)
-    export(model, config, _EXPORT_DIR.value, **serving)
-    landmarks = landmarks_trained(path)
-    write_model_info(_EXPORT_DIR.value, config, path, landmarks, serving)
+    detector = export(model, config, _EXPORT_DIR.value, **serving)
+    write_model_info(_EXPORT_DIR.value, config, path, landmarks, serving, passes)
     print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image; '
           f'{NETWORK_FILE} for TFLite)')
+    if _INT8_RECORDS.value:
+        try:
+            images = calibration_images(_INT8_RECORDS.value, _INT8_IMAGES.value,
+                                        passes[0].scale, _MAX_SIDE.value)
+        except (FileNotFoundError, ValueError) as e:
+            sys.exit(f'export.py: error: --int8_records: {e}')
+        export_network_int8(detector.model, os.path.join(_EXPORT_DIR.value, NETWORK_INT8_FILE),
+                            images)
+        print(f'{NETWORK_INT8_FILE}: int8, calibrated on {len(images)} images of '
+              f'{_INT8_RECORDS.value} at {passes[0].scale:g}x')
+    print('default passes: ' + ', '.join(p.describe() for p in passes))
     if not landmarks:
         print('note: no landmark labels were in the training data; the landmark outputs are '
               'untrained, and detect.py leaves them out')

@@ -30,6 +30,11 @@ class Detector:
         self._nms = dict(score_threshold=score_threshold, iou_threshold=iou_threshold,
                          max_detections=max_detections)
 
+    @property
+    def model(self):
+        """The Keras network it wraps."""
+        return self._model
+
     def _fit_size(self, height, width):
         """Size the network sees: downscaled so the long side is at most max_side."""
         h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)

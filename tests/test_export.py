@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -203,6 +204,75 @@ class ExportTest(tf.test.TestCase):
             runtime.load(model_dir, 'tflite')
         with self.assertRaisesRegex(ValueError, 'runtime must be one of'):
             runtime.load(model_dir, 'onnx')
+
+    def _raw(self, interpreter, image):
+        interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'], image.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]['index'], image)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])[0]
+
+    def test_int8_network_ranks_like_the_float_one(self):
+        from model import runtime
+        model_dir = os.path.join(self.dir, 'int8_model')
+        shutil.copytree(self.export_dir, model_dir)
+        images = [np.asarray(Image.open(p).convert('RGB'), np.float32)[None]
+                  for p in self.images[:1]] * 4
+        export.export_network_int8(self.detector.model,
+                                   os.path.join(model_dir, runtime.NETWORK_INT8_FILE), images)
+        self.assertEqual(runtime.load(model_dir)[1], 'tflite_int8')  # auto takes it
+        self.assertEqual(runtime.load(model_dir, 'tflite')[1], 'tflite')
+        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+            warnings.simplefilter('ignore', UserWarning)
+            lite = tf.lite.Interpreter(os.path.join(model_dir, runtime.NETWORK_FILE))
+            lite8 = tf.lite.Interpreter(os.path.join(model_dir, runtime.NETWORK_INT8_FILE))
+        kinds = {d['dtype'] for d in lite8.get_tensor_details()}
+        self.assertIn(np.int8, kinds)  # quantized inside, float at both ends
+        self.assertEqual(lite8.get_input_details()[0]['dtype'], np.float32)
+        raw, raw8 = self._raw(lite, images[0]), self._raw(lite8, images[0])
+        self.assertFalse(np.isnan(raw8).any())
+        # The face logits of the 96 points: the same order, near the same values.
+        logits, logits8 = raw[:, 0], raw8[:, 0]
+        self.assertGreater(np.corrcoef(logits, logits8)[0, 1], 0.98)
+        self.assertLess(np.abs(logits8 - logits).max(), 0.1 * np.ptp(logits))
+
+    def test_export_of_an_export_keeps_its_weights_and_writes_passes_and_int8(self):
+        from model import multiscale, runtime
+        records = os.path.join(self.dir, 'calib')
+        fixtures.write_tiny_shards(records, fixtures.random_records(6, seed=4), num_shards=1)
+        out = os.path.join(self.dir, 're_export')
+        result = cli.run('export.py', f'--model_dir={self.export_dir}', f'--export_dir={out}',
+                         '--max_side=96', '--score_threshold=0.2', '--max_detections=20',
+                         '--passes=1.5:0:40,0.5:30:',
+                         f'--int8_records={records}/train-*.tfrecord', '--int8_images=4')
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertIn('calibrated on 4 images', result.stdout)
+        self.assertIn('default passes: 1.5x (faces < 40 px), 0.5x (faces >= 30 px)',
+                      result.stdout)
+        self.assertEqual(runtime.default_passes(out),
+                         [multiscale.Pass(1.5, 0, 40), multiscale.Pass(0.5, 30)])
+        self.assertEqual(runtime.default_passes(self.export_dir), [multiscale.Pass(1.0)])
+        self.assertEqual(runtime.load(out)[1], 'tflite_int8')
+        with open(os.path.join(out, 'facedet.json')) as f:
+            self.assertEqual(json.load(f)['checkpoint'], 'ckpt-0')  # the source's
+        image = tf.cast(tf.io.decode_jpeg(open(self.images[0], 'rb').read()), tf.float32)[None]
+        again = tf.saved_model.load(out).signatures['detect_image'](images=image)
+        first = tf.saved_model.load(self.export_dir).signatures['detect_image'](images=image)
+        self._assert_same_detections(_rows(again, '', 0), _rows(first, '', 0))
+        # detect.py runs the export's passes unless --scales says otherwise.
+        result = cli.run('detect.py', f'--model={out}', f'--input={self.images[0]}',
+                         f'--output={os.path.join(self.dir, "detect_passes")}')
+        self.assertEqual(result.returncode, 0, result.stderr[-3000:])
+        self.assertIn('(tflite_int8): 1.5x (faces < 40 px) + 0.5x (faces >= 30 px) merged',
+                      result.stdout)
+        result = cli.run('detect.py', f'--model={out}', f'--input={self.images[0]}',
+                         f'--output={os.path.join(self.dir, "detect_1x")}', '--scales=1',
+                         '--runtime=tflite')
+        self.assertIn('(tflite): 1x', result.stdout)
+        # Writing over the source is refused.
+        result = cli.run('export.py', f'--model_dir={out}', f'--export_dir={out}')
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('--export_dir must differ from --model_dir', result.stderr)
 
     def test_detect_writes_valid_jsonl_and_pngs(self):
         folder = os.path.join(self.dir, 'photos')
