@@ -12,10 +12,13 @@ model's facedet.json says its landmarks were never trained), and an annotated PN
 (--max_pngs caps how many). Without --model, the pretrained default model is used when the
 project ships one (models/facedet_default). Unreadable images are reported and skipped.
 
-The export's network.tflite runs the network (TFLite with XNNPACK, faster than TensorFlow
-on a CPU: MODEL_CARD.md), inside the SavedModel's preprocessing, decoding and NMS
-(model/runtime.py); --runtime=savedmodel runs the SavedModel alone, as do exports written
-before export.py wrote network.tflite.
+The export's network_int8.tflite (or network.tflite, float, when it has no int8 file) runs
+the network (TFLite with XNNPACK, faster than TensorFlow on a CPU: MODEL_CARD.md), inside
+the same preprocessing, decoding and NMS as the SavedModel's (model/runtime.py);
+--runtime=savedmodel runs the SavedModel alone, as do exports written before export.py
+wrote network.tflite. Each photo runs in the export's default passes (facedet.json
+default_passes, e.g. 1.5x for faces under 200 px and 0.5x for faces of 100 px and more,
+merged by NMS; model/multiscale.py), or at --scales.
 """
 
 import json
@@ -41,14 +44,15 @@ _SCORE_THRESHOLD = flags.DEFINE_float('score_threshold', 0.5, 'Keep faces scorin
 _DRAW_THRESHOLD = flags.DEFINE_float('draw_threshold', None, 'Draw faces scoring at least this '
                                      'in the PNGs (default: --score_threshold, at least 0.5).')
 _SCALES = flags.DEFINE_list(
-    'scales', ['1'], 'Run the model at each of these image scales and merge the detections '
-    'with NMS: 1,1.5 also finds faces too small for one pass (about 2x slower); 1.5 alone '
-    'only upscales. Boxes are reported in the original pixels. The SavedModel still caps '
-    'the long side at its export --max_side.')
+    'scales', None, "Run the model at each of these image scales and merge the detections "
+    "with NMS (boxes in the original pixels), instead of the export's default passes "
+    '(facedet.json default_passes: the pretrained model finds small faces at 1.5x and large '
+    'ones at 0.5x). 1 runs the photo as it is; 1,1.5 keeps every face of both passes. The '
+    'network still caps the long side at the export\'s --max_side.')
 _RUNTIME = flags.DEFINE_enum(
-    'runtime', 'auto', ['auto', 'tflite', 'savedmodel'], 'What runs the network: TFLite '
-    "(the export's network.tflite, faster on a CPU), the SavedModel, or auto: "
-    'TFLite when the export has it.')
+    'runtime', 'auto', ['auto', 'tflite_int8', 'tflite', 'savedmodel'], 'What runs the '
+    "network: the export's network_int8.tflite (int8, the fastest on a CPU), network.tflite "
+    '(float), the SavedModel, or auto: the first the export has.')
 _MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
 
 flags.mark_flag_as_required('input')
@@ -117,18 +121,23 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     model_dir = _MODEL.value or DEFAULT_MODEL
     try:
+        from model import runtime
         from model.multiscale import parse_scales
-        scales = parse_scales(_SCALES.value)
         images = list_images(_INPUT.value)
         if not os.path.exists(os.path.join(model_dir, 'saved_model.pb')):
             raise FileNotFoundError(
                 f'{model_dir} is not a SavedModel; export one with export.py and pass --model')
-        from model import runtime
-        signature, _ = runtime.load(model_dir, _RUNTIME.value)
+        scales = (parse_scales(_SCALES.value) if _SCALES.value is not None
+                  else runtime.default_passes(model_dir))
+        signature, runtime_name = runtime.load(model_dir, _RUNTIME.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'detect.py: error: {e}')
 
+    from model.multiscale import Pass
     from preprocess.items import SkipItem, load_rgb
+    print(f'{model_dir} ({runtime_name}): ' + ' + '.join(
+        (s if isinstance(s, Pass) else Pass(s)).describe() for s in scales) +
+        (' merged by NMS' if len(scales) > 1 else ''))
     landmarks = model_has_landmarks(model_dir)
     os.makedirs(_OUTPUT.value, exist_ok=True)
     jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')

