@@ -255,6 +255,11 @@ class ExportTest(tf.test.TestCase):
         self.assertEqual(runtime.load(out)[1], 'tflite_int8')
         with open(os.path.join(out, 'facedet.json')) as f:
             self.assertEqual(json.load(f)['checkpoint'], 'ckpt-0')  # the source's
+        # The folded weights are written again as they are: the same TFLite network, byte
+        # for byte, and the same detections from the SavedModel.
+        with open(os.path.join(out, runtime.NETWORK_FILE), 'rb') as f, \
+                open(os.path.join(self.export_dir, runtime.NETWORK_FILE), 'rb') as g:
+            self.assertEqual(f.read(), g.read())
         image = tf.cast(tf.io.decode_jpeg(open(self.images[0], 'rb').read()), tf.float32)[None]
         again = tf.saved_model.load(out).signatures['detect_image'](images=image)
         first = tf.saved_model.load(self.export_dir).signatures['detect_image'](images=image)
