@@ -133,11 +133,9 @@ def main(argv):
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'detect.py: error: {e}')
 
-    from model.multiscale import Pass
+    from model.multiscale import describe
     from preprocess.items import SkipItem, load_rgb
-    print(f'{model_dir} ({runtime_name}): ' + ' + '.join(
-        (s if isinstance(s, Pass) else Pass(s)).describe() for s in scales) +
-        (' merged by NMS' if len(scales) > 1 else ''))
+    print(f'{model_dir} ({runtime_name}): {describe(scales)}')
     landmarks = model_has_landmarks(model_dir)
     os.makedirs(_OUTPUT.value, exist_ok=True)
     jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')

@@ -124,12 +124,9 @@ class Facedet(Detector):
         # there, and the loaded object no longer lists them (nothing tracks the Keras model).
         stored = tf.train.list_variables(os.path.join(model_dir, 'variables', 'variables'))
         self.params = int(sum(np.prod(shape) for _, shape in stored if shape)) or None
-        from model.multiscale import Pass
-        passes = [p if isinstance(p, Pass) else Pass(float(p)) for p in scales]
+        from model.multiscale import describe
         self.note = (f'{self.runtime}; AP over the boxes the export returns (export.py '
-                     '--score_threshold, default 0.05); 0.5 for recall/FP; ' +
-                     ' + '.join(p.describe() for p in passes) +
-                     (' merged by NMS' if len(passes) > 1 else ''))
+                     f'--score_threshold, default 0.05); 0.5 for recall/FP; {describe(scales)}')
 
     def detect(self, rgb):
         from model.multiscale import run_scales

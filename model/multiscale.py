@@ -46,6 +46,17 @@ class Pass:
         return f'{self.scale:g}x{sizes}'
 
 
+def as_passes(scales):
+    """Numbers (a pass keeping faces of every size) or Pass objects -> [Pass]."""
+    return [p if isinstance(p, Pass) else Pass(float(p)) for p in scales]
+
+
+def describe(scales):
+    """'1.5x (faces < 200 px) + 0.5x (faces >= 100 px) merged by NMS', for logs and notes."""
+    passes = as_passes(scales)
+    return ' + '.join(p.describe() for p in passes) + (' merged by NMS' if len(passes) > 1 else '')
+
+
 def parse_passes(values, source='passes'):
     """A list of {'scale', 'min_size', 'max_size'} dicts (facedet.json) -> [Pass]; raises
     ValueError naming `source` on anything else."""
@@ -110,7 +121,7 @@ def run_scales(signature, pixels, scales=(1.0,), merge_iou=0.4):
     export's own NMS threshold by default), as multi-scale testing does in RetinaFace and
     SCRFD's evaluations.
     """
-    passes = [p if isinstance(p, Pass) else Pass(float(p)) for p in scales]
+    passes = as_passes(scales)
     boxes, scores, landmarks = [], [], []
     height, width = pixels.shape[:2]
     for p in passes:

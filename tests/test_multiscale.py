@@ -88,6 +88,9 @@ class PassTest(unittest.TestCase):
         self.assertEqual(multiscale.parse_passes([p.to_json() for p in passes]), passes)
         self.assertEqual([p.describe() for p in passes],
                          ['1.5x (faces < 200 px)', '0.5x (faces >= 100 px)', '1x'])
+        self.assertEqual(multiscale.describe([Pass(1.5, 0, 200), 0.5]),
+                         '1.5x (faces < 200 px) + 0.5x merged by NMS')
+        self.assertEqual(multiscale.describe([1]), '1x')
 
 
 if __name__ == '__main__':
