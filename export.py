@@ -62,7 +62,7 @@ _INT8_RECORDS = flags.DEFINE_string(
     'then runs by default.')
 _INT8_IMAGES = flags.DEFINE_integer(
     'int8_images', 384, 'Calibration images for the int8 network (the default model scored AP '
-    '0.665 with 128, 0.669 with 384: MODEL_CARD.md).')
+    '0.665 with 128, 0.668 with 384: MODEL_CARD.md).')
 _TFLITE_SIZE = flags.DEFINE_integer(
     'tflite_size', 0, 'Also write <export_dir>/facedet_<N>.tflite for [1, N, N, 3] float inputs '
     '(N a multiple of 32; 0: no TFLite file).')
@@ -112,10 +112,15 @@ def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_th
     return detector
 
 
-def export_network_tflite(folded, path):
-    """Writes the (folded) network alone as TFLite with a [1, None, None, 3] input; returns
-    its bytes. Batch one, because XNNPACK plans its buffers per input shape and one image at
-    a time is what detect.py runs."""
+def export_network_tflite(folded, path, int8_images=None):
+    """Writes the (folded) network alone as TFLite with a [1, None, None, 3] float input;
+    returns its bytes. Batch one, because XNNPACK plans its buffers per input shape and one
+    image at a time is what detect.py runs.
+
+    With int8_images ([1, H, W, 3] float 0..255 each) the weights and activations are int8,
+    their ranges measured on those images (input and output stay float): XNNPACK runs it
+    about twice as fast on x86 CPUs with VNNI, and the scores move a little (MODEL_CARD.md has
+    the AP of both)."""
     import tempfile
 
     import keras
@@ -127,8 +132,12 @@ def export_network_tflite(folded, path):
                                                         name='images')])
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
-        converted = tf.lite.TFLiteConverter.from_saved_model(
-            tmp, signature_keys=['network']).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['network'])
+        if int8_images is not None:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([image] for image in int8_images)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converted = converter.convert()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     with open(path, 'wb') as f:
         f.write(converted)
@@ -181,33 +190,6 @@ def calibration_images(file_pattern, count, scale, max_side, seed=0):
     return images
 
 
-def export_network_int8(folded, path, images):
-    """Writes the (folded) network as TFLite with int8 weights and activations (float input
-    and output), its ranges measured on `images` ([1, H, W, 3] float 0..255 each); returns
-    its bytes. XNNPACK runs it about twice as fast as the float network on x86 CPUs with
-    VNNI; the scores move a little (MODEL_CARD.md has the AP of both)."""
-    import tempfile
-
-    import keras
-    import tensorflow as tf
-    archive = keras.export.ExportArchive()
-    archive.track(folded)
-    archive.add_endpoint('network', lambda images: folded(images, training=False),
-                         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32,
-                                                        name='images')])
-    with tempfile.TemporaryDirectory() as tmp:
-        archive.write_out(tmp, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['network'])
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([image] for image in images)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converted = converter.convert()
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    with open(path, 'wb') as f:
-        f.write(converted)
-    return converted
-
-
 def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold=0.4,
                   max_detections=300, folded=False):
     """Writes a TFLite file for [1, size, size, 3] inputs; returns its bytes (folded: `model`
@@ -258,6 +240,9 @@ def main(argv):
         passes = parse_pass_flags(_PASSES.value)
         if os.path.abspath(_MODEL_DIR.value) == os.path.abspath(_EXPORT_DIR.value):
             raise ValueError('--export_dir must differ from --model_dir')
+        if _INT8_RECORDS.value:  # before anything is written
+            from data.pipeline import list_shards
+            list_shards(_INT8_RECORDS.value)
         model, config, path, landmarks, folded = load_source(_MODEL_DIR.value, _CHECKPOINT.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'export.py: error: {e}')
@@ -273,8 +258,8 @@ def main(argv):
                                         passes[0].scale, _MAX_SIDE.value)
         except (FileNotFoundError, ValueError) as e:
             sys.exit(f'export.py: error: --int8_records: {e}')
-        export_network_int8(detector.model, os.path.join(_EXPORT_DIR.value, NETWORK_INT8_FILE),
-                            images)
+        export_network_tflite(detector.model,
+                              os.path.join(_EXPORT_DIR.value, NETWORK_INT8_FILE), images)
         print(f'{NETWORK_INT8_FILE}: int8, calibrated on {len(images)} images of '
               f'{_INT8_RECORDS.value} at {passes[0].scale:g}x')
     print('default passes: ' + ', '.join(p.describe() for p in passes))

@@ -218,8 +218,8 @@ class ExportTest(tf.test.TestCase):
         shutil.copytree(self.export_dir, model_dir)
         images = [np.asarray(Image.open(p).convert('RGB'), np.float32)[None]
                   for p in self.images[:1]] * 4
-        export.export_network_int8(self.detector.model,
-                                   os.path.join(model_dir, runtime.NETWORK_INT8_FILE), images)
+        export.export_network_tflite(self.detector.model,
+                                     os.path.join(model_dir, runtime.NETWORK_INT8_FILE), images)
         self.assertEqual(runtime.load(model_dir)[1], 'tflite_int8')  # auto takes it
         self.assertEqual(runtime.load(model_dir, 'tflite')[1], 'tflite')
         with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
@@ -274,6 +274,13 @@ class ExportTest(tf.test.TestCase):
                          f'--output={os.path.join(self.dir, "detect_1x")}', '--scales=1',
                          '--runtime=tflite')
         self.assertIn('(tflite): 1x', result.stdout)
+        # Calibration records that are not there: an error before anything is written.
+        missing = os.path.join(self.dir, 'never_written')
+        result = cli.run('export.py', f'--model_dir={out}', f'--export_dir={missing}',
+                         f'--int8_records={records}/nothing-*.tfrecord')
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn('nothing-*.tfrecord', result.stderr)
+        self.assertFalse(os.path.exists(missing))
         # Writing over the source is refused.
         result = cli.run('export.py', f'--model_dir={out}', f'--export_dir={out}')
         self.assertNotEqual(result.returncode, 0)
