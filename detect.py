@@ -74,11 +74,8 @@ def list_images(path):
 
 def model_has_landmarks(model_dir):
     """False when export.py wrote that the model's landmark outputs are untrained."""
-    path = os.path.join(model_dir, 'facedet.json')
-    if not os.path.exists(path):
-        return True
-    with open(path) as f:
-        return bool(json.load(f).get('landmarks', True))
+    from model.runtime import read_info
+    return bool(read_info(model_dir).get('landmarks', True))
 
 
 def detections_for(signature, pixels, score_threshold, scales=(1.0,), landmarks=True):

@@ -36,7 +36,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-from model.runtime import MODEL_INFO, NETWORK_FILE, NETWORK_INT8_FILE  # noqa: E402
+from model.runtime import MODEL_INFO, NETWORK_FILE, NETWORK_INT8_FILE, read_info  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string(
     'model_dir', None, 'Training directory (train.py --model_dir), or an export to write '
@@ -226,9 +226,8 @@ def load_source(model_dir, checkpoint):
     from training.checkpoints import is_export, landmarks_trained, load_export, load_trained
     if is_export(model_dir):
         folded, config = load_export(model_dir)
-        with open(os.path.join(model_dir, MODEL_INFO)) as f:
-            info = json.load(f)
-        return folded, config, info['checkpoint'], info['landmarks'], True
+        info = read_info(model_dir)
+        return folded, config, info.get('checkpoint'), info.get('landmarks', True), True
     model, config, path = load_trained(model_dir, checkpoint)
     return model, config, path, landmarks_trained(path), False
 

@@ -59,26 +59,29 @@ def load(export_dir, runtime='auto', num_threads=None):
     return signature, 'savedmodel'
 
 
+def read_info(export_dir):
+    """The export's facedet.json as a dict; {} for an export without one (written before
+    export.py wrote it)."""
+    info_path = os.path.join(export_dir, MODEL_INFO)
+    if not os.path.exists(info_path):
+        return {}
+    with open(info_path) as f:
+        return json.load(f)
+
+
 def default_passes(export_dir):
     """The export's default passes (facedet.json 'default_passes', model/multiscale.Pass
     dicts), or one pass at 1x for exports without them."""
     from model.multiscale import Pass, parse_passes
-    info_path = os.path.join(export_dir, MODEL_INFO)
-    if not os.path.exists(info_path):
+    passes = read_info(export_dir).get('default_passes')
+    if passes is None:
         return [Pass(1.0)]
-    with open(info_path) as f:
-        info = json.load(f)
-    if 'default_passes' not in info:
-        return [Pass(1.0)]
-    return parse_passes(info['default_passes'], f'{info_path}: default_passes')
+    return parse_passes(passes, f'{os.path.join(export_dir, MODEL_INFO)}: default_passes')
 
 
 def _has_lite(export_dir, file=NETWORK_FILE):
-    info_path = os.path.join(export_dir, MODEL_INFO)
-    if not (os.path.exists(os.path.join(export_dir, file)) and os.path.exists(info_path)):
-        return False
-    with open(info_path) as f:
-        return 'serving' in json.load(f)
+    return (os.path.exists(os.path.join(export_dir, file)) and
+            'serving' in read_info(export_dir))
 
 
 class LiteSignature:
@@ -98,8 +101,7 @@ class LiteSignature:
             if not os.path.exists(required):
                 raise FileNotFoundError(f'{required}: no such file (export the model again '
                                         'with export.py to run it with TFLite)')
-        with open(info_path) as f:
-            info = json.load(f)
+        info = read_info(export_dir)
         if 'serving' not in info:
             raise ValueError(f'{info_path} has no "serving" settings; export the model again')
         config = DetectorConfig.from_json(json.dumps(info['config']))
@@ -134,16 +136,17 @@ class LiteSignature:
             pad_h, pad_w = (-height % _MULTIPLE), (-width % _MULTIPLE)
             padded = image if not (pad_h or pad_w) else np.pad(
                 image, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], constant_values=self._pad_value)
-        interpreter = self._interpreter(padded.shape)
-        interpreter.set_tensor(interpreter.get_input_details()[0]['index'], padded)
+        interpreter, input_index, output_index = self._interpreter(padded.shape)
+        interpreter.set_tensor(input_index, padded)
         interpreter.invoke()
-        raw = interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
+        raw = interpreter.get_tensor(output_index)
         return self._finish(raw[0], padded.shape[1:3], sizes[0], fitted[0])
 
     def _interpreter(self, shape):
-        """An interpreter planned for inputs of `shape`. XNNPACK plans its buffers per input
-        shape, which costs more than a pass itself, so each of the last few shapes keeps its
-        own interpreter: passes at two scales (default_passes) alternate between two."""
+        """(interpreter, input index, output index) planned for inputs of `shape`. XNNPACK
+        plans its buffers per input shape, which costs more than a pass itself, so each of
+        the last few shapes keeps its own interpreter: passes at two scales (default_passes)
+        alternate between two."""
         import tensorflow as tf
         if shape in self._interpreters:
             self._interpreters.move_to_end(shape)
@@ -152,12 +155,14 @@ class LiteSignature:
             warnings.simplefilter('ignore', UserWarning)
             interpreter = tf.lite.Interpreter(model_content=self._model_bytes,
                                               num_threads=self._num_threads)
-        interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'], shape)
+        input_index = interpreter.get_input_details()[0]['index']
+        interpreter.resize_tensor_input(input_index, shape)
         interpreter.allocate_tensors()
-        self._interpreters[shape] = interpreter
+        self._interpreters[shape] = (interpreter, input_index,
+                                     interpreter.get_output_details()[0]['index'])
         if len(self._interpreters) > _PLANNED_SHAPES:
             self._interpreters.popitem(last=False)
-        return interpreter
+        return self._interpreters[shape]
 
     def _points(self, height, width):
         """model/anchors.py's points (y, x) [P, 2] and strides [P] for a padded input size,

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from model.detector import (DetectorConfig, build_detector, is_widening, unfold_batch_norms,
                             widen_weights)
-from model.runtime import MODEL_INFO
+from model.runtime import MODEL_INFO, read_info
 
 CONFIG_FILE = 'model_config.json'
 
@@ -68,8 +68,7 @@ def is_export(path):
 
 
 def export_config(export_dir):
-    with open(os.path.join(export_dir, MODEL_INFO)) as f:
-        info = json.load(f)
+    info = read_info(export_dir)
     if 'config' not in info:
         raise ValueError(f'{export_dir}/{MODEL_INFO} has no network config: re-export it with '
                          'this version of export.py')
