@@ -9,10 +9,11 @@ Signatures:
 Both return boxes [B, K, 4] as [x, y, width, height] pixels of each image, scores [B, K],
 landmarks [B, K, 10] as (x, y) pixel pairs and num_detections [B].
 
-<export_dir>/network.tflite holds the same network for TFLite (XNNPACK), [1, H, W, 3] float
-input of any size that is a multiple of 32, raw outputs; detect.py and the benchmarks run it
-by default with the SavedModel's decoding and NMS around it (model/runtime.py), faster on a
-CPU (MODEL_CARD.md).
+<export_dir>/network.tflite holds the same network for TFLite (XNNPACK), raw outputs, with a
+bilinear resize in front: inputs [1, H, W, 3] float of any size and the size [2] to resize it
+to (multiples of 32), which model/lite_network.py fixes before running it; detect.py and the
+benchmarks run it by default with the SavedModel's decoding and NMS around it
+(model/runtime.py), faster on a CPU (MODEL_CARD.md).
 
 --tflite_size=N also writes facedet_N.tflite for devices: one signature ``serve`` taking
 [1, N, N, 3] float32 RGB 0..255 (resize or pad your image to N x N first), with the same
@@ -112,30 +113,39 @@ def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_th
     return detector
 
 
-def export_network_tflite(folded, path, int8_images=None):
-    """Writes the (folded) network alone as TFLite with a [1, None, None, 3] float input;
-    returns its bytes. Batch one, because XNNPACK plans its buffers per input shape and one
-    image at a time is what detect.py runs.
+def export_network_tflite(folded, path, int8_inputs=None):
+    """Writes the (folded) network alone as TFLite; returns its bytes. Its inputs: `images`
+    [1, None, None, 3] float 0..255 and `size` [2] int32, the height and width (multiples of
+    32) the images are resized to inside, bilinearly with half-pixel centres like
+    tf.image.resize. model/lite_network.py makes the size a constant before running it, so
+    that XNNPACK runs the resize too. Batch one, because XNNPACK plans its buffers per input
+    shape and one image at a time is what detect.py runs.
 
-    With int8_images ([1, H, W, 3] float 0..255 each) the weights and activations are int8,
-    their ranges measured on those images (input and output stay float): XNNPACK runs it
-    about twice as fast on x86 CPUs with VNNI, and the scores move a little (MODEL_CARD.md has
-    the AP of both)."""
+    With int8_inputs ((image [1, H, W, 3], size [2]) pairs) the weights and activations are
+    int8, their ranges measured on those inputs (the input and output stay float): XNNPACK
+    runs it about twice as fast on x86 CPUs with VNNI, and the scores move a little
+    (MODEL_CARD.md has the AP of both)."""
     import tempfile
 
     import keras
     import tensorflow as tf
+
+    def network(images, size):
+        resized = tf.raw_ops.ResizeBilinear(images=images, size=size, half_pixel_centers=True)
+        return folded(resized, training=False)
+
     archive = keras.export.ExportArchive()
     archive.track(folded)
-    archive.add_endpoint('network', lambda images: folded(images, training=False),
-                         input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32,
-                                                        name='images')])
+    archive.add_endpoint('network', network, input_signature=[
+        tf.TensorSpec([1, None, None, 3], tf.float32, name='images'),
+        tf.TensorSpec([2], tf.int32, name='size')])
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['network'])
-        if int8_images is not None:
+        if int8_inputs is not None:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = lambda: ([image] for image in int8_images)
+            converter.representative_dataset = lambda: (
+                {'images': image, 'size': size} for image, size in int8_inputs)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converted = converter.convert()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -163,12 +173,12 @@ def parse_pass_flags(values):
 
 
 def calibration_images(file_pattern, count, scale, max_side, seed=0):
-    """Up to `count` images of the TFRecords, picked at random with a fixed seed, resized by
-    `scale` (capped at max_side, as detect.py does) and padded to a multiple of 32: the
-    inputs the network meets, from which int8 conversion measures each layer's range."""
+    """Up to `count` (image [1, H, W, 3] float, size [2] int32) pairs of the TFRecords,
+    picked at random with a fixed seed: each photo and the size a pass at `scale` resizes it
+    to inside the network (capped at max_side, as detect.py does, and rounded to a multiple
+    of 32), the inputs from which int8 conversion measures each layer's range."""
     import numpy as np
     import tensorflow as tf
-    from data.augment import PAD_VALUE
     from data.features import parse_example
     from data.pipeline import list_shards
     records = tf.data.TFRecordDataset(list_shards(file_pattern))
@@ -176,18 +186,16 @@ def calibration_images(file_pattern, count, scale, max_side, seed=0):
     if not total:
         raise ValueError(f'{file_pattern}: no records to calibrate the int8 network on')
     picked = set(np.random.default_rng(seed).choice(total, min(count, total), replace=False))
-    images = []
+    inputs = []
     for i, serialized in enumerate(records):
         if i not in picked:
             continue
-        image = tf.cast(parse_example(serialized)['image'], tf.float32)
-        h, w = int(image.shape[0]), int(image.shape[1])
+        image = parse_example(serialized)['image'].numpy().astype(np.float32)
+        h, w = image.shape[:2]
         fit = min(scale, max_side / max(h, w))
-        size = [max(1, round(h * fit)), max(1, round(w * fit))]
-        image = tf.image.resize(image, size).numpy()
-        pad = [(0, -size[0] % 32), (0, -size[1] % 32), (0, 0)]
-        images.append(np.pad(image, pad, constant_values=PAD_VALUE)[None])
-    return images
+        size = [max(32, round(side * fit / 32) * 32) for side in (h, w)]
+        inputs.append((image[None], np.array(size, np.int32)))
+    return inputs
 
 
 def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold=0.4,
@@ -253,13 +261,13 @@ def main(argv):
           f'{NETWORK_FILE} for TFLite)')
     if _INT8_RECORDS.value:
         try:
-            images = calibration_images(_INT8_RECORDS.value, _INT8_IMAGES.value,
+            inputs = calibration_images(_INT8_RECORDS.value, _INT8_IMAGES.value,
                                         passes[0].scale, _MAX_SIDE.value)
         except (FileNotFoundError, ValueError) as e:
             sys.exit(f'export.py: error: --int8_records: {e}')
         export_network_tflite(detector.model,
-                              os.path.join(_EXPORT_DIR.value, NETWORK_INT8_FILE), images)
-        print(f'{NETWORK_INT8_FILE}: int8, calibrated on {len(images)} images of '
+                              os.path.join(_EXPORT_DIR.value, NETWORK_INT8_FILE), inputs)
+        print(f'{NETWORK_INT8_FILE}: int8, calibrated on {len(inputs)} images of '
               f'{_INT8_RECORDS.value} at {passes[0].scale:g}x')
     print('default passes: ' + ', '.join(p.describe() for p in passes))
     if not landmarks:

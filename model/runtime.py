@@ -2,10 +2,12 @@
 network run by TFLite (XNNPACK) with the same preprocessing, decoding and NMS around it.
 
 export.py writes ``network.tflite`` beside the SavedModel: the network alone (batch norms
-folded), with a ``[1, H, W, 3]`` input of any size that is a multiple of 32, and with
---int8_records ``network_int8.tflite``, the same network with int8 weights and activations.
-An interpreter is planned per input size (a few are kept). Decoding and NMS are a NumPy twin
-of model/serving.py's finish around TensorFlow's NMS kernel (tests/test_export.py checks
+folded) with a resize in front (model/lite_network.py), and with --int8_records
+``network_int8.tflite``, the same network with int8 weights and activations. An
+interpreter is planned per input size and resize size (a few are kept): a pass at another
+scale (model/multiscale.py) resizes inside the network where it can
+(``LiteSignature.can_resize``). Decoding and NMS are a NumPy twin of model/serving.py's
+finish around TensorFlow's NMS kernel (tests/test_export.py checks
 that both runtimes return the same detections): on a 2-core CPU about 0.3-0.7 ms a call
 against 2.5 ms for the same steps as a TensorFlow graph, whose cost per op dominates at
 these sizes (timings in MODEL_CARD.md).
@@ -13,7 +15,8 @@ these sizes (timings in MODEL_CARD.md).
 Both loaders return a callable with the signature's interface:
 ``fn(images=[1, H, W, 3] float32 0..255) -> {'boxes', 'scores', 'landmarks',
 'num_detections'}`` (model/serving.py documents them), as tensors from the SavedModel and
-NumPy arrays from TFLite.
+NumPy arrays from TFLite. The TFLite one also takes ``resize_to=(height, width)``: the
+images resized to that size inside the network, and the boxes in its pixels.
 """
 
 import collections
@@ -93,6 +96,7 @@ class LiteSignature:
 
         from data.augment import PAD_VALUE
         from model.detector import BOX, CLS, LMK, QUALITY, DetectorConfig
+        from model.lite_network import Network
         from model.postprocess import PRE_NMS_TOP_K
         from model.serving import Detector
         path = os.path.join(export_dir, file)
@@ -108,9 +112,9 @@ class LiteSignature:
         detector = Detector(None, config.strides, **info['serving'])
         self._max_side, self._pad_value = info['serving']['max_side'], PAD_VALUE
         with open(path, 'rb') as f:
-            self._model_bytes = f.read()
+            self._network = Network(f.read(), path)
         self._num_threads = num_threads or os.cpu_count()
-        self._interpreters = collections.OrderedDict()  # input shape -> interpreter
+        self._interpreters = collections.OrderedDict()  # (shape, resize size) -> interpreter
         self._prepare = tf.function(detector.prepare, input_signature=[
             tf.TensorSpec([None, None, None, 3], tf.float32)])
         self._strides, self._nms = tuple(config.strides), dict(info['serving'])
@@ -119,50 +123,90 @@ class LiteSignature:
         self._quality, self._top_k = QUALITY.start, PRE_NMS_TOP_K
         self._point_cache = {}
 
-    def __call__(self, images):
-        images = np.asarray(images, np.float32)
+    def __call__(self, images, resize_to=None):
+        images = np.asarray(images)  # float32, or uint8 as decoded: cast in the input buffer
         if not len(images):
             raise ValueError('images: an empty batch')
-        outs = [self._one(image[None]) for image in images]
+        if resize_to is not None and not self.can_resize(*images.shape[1:3], *resize_to):
+            raise ValueError(f'cannot resize {images.shape[1]}x{images.shape[2]} images to '
+                             f'{resize_to[0]}x{resize_to[1]} inside the network (see '
+                             'can_resize)')
+        outs = [self._one(image[None], resize_to) for image in images]
         return {k: np.concatenate([o[k] for o in outs], 0) for k in outs[0]}
 
-    def _one(self, image):
-        """[1, H, W, 3] -> the signature's outputs for that image."""
-        height, width = image.shape[1:3]
-        if max(height, width) > self._max_side:  # downscaling: the SavedModel's own code
-            padded, sizes, fitted = (t.numpy() for t in self._prepare(image))
-        else:  # the common case, without TensorFlow's per-call overhead (about 2 ms)
-            sizes = fitted = np.array([[height, width]], np.int32)
-            pad_h, pad_w = (-height % _MULTIPLE), (-width % _MULTIPLE)
-            padded = image if not (pad_h or pad_w) else np.pad(
-                image, [(0, 0), (0, pad_h), (0, pad_w), (0, 0)], constant_values=self._pad_value)
-        interpreter, input_index, output_index = self._interpreter(padded.shape)
-        interpreter.set_tensor(input_index, padded)
-        interpreter.invoke()
-        raw = interpreter.get_tensor(output_index)
-        return self._finish(raw[0], padded.shape[1:3], sizes[0], fitted[0])
+    def can_resize(self, height, width, to_height, to_width):
+        """Whether images of height x width can be resized to to_height x to_width inside
+        the network (a pass at another scale, model/multiscale.py): see _resize_plan."""
+        return self._resize_plan((height, width), (to_height, to_width)) is not None
 
-    def _interpreter(self, shape):
-        """(interpreter, input index, output index) planned for inputs of `shape`. XNNPACK
-        plans its buffers per input shape, which costs more than a pass itself, so each of
-        the last few shapes keeps its own interpreter: passes at two scales (default_passes)
-        alternate between two."""
+    def _resize_plan(self, size, resize_to):
+        """(canvas, network size) to resize images of `size` to `resize_to` inside the
+        network, or None. The network takes multiples of 32: another size is reached by
+        padding the image (grey, as the SavedModel pads its input) to a canvas that resizes
+        to the next multiple of 32 at the same scale, where that canvas is whole pixels
+        (a 480-row photo at 0.5x: 512 rows resized to 256, of which 240 hold the photo).
+        None for files without the resize (exports before it) and beyond max_side."""
+        if not self._network.resizes:
+            return None
+        canvas, network = [], []
+        for side, to in zip(size, resize_to):
+            target = to + -to % _MULTIPLE
+            padded, rest = divmod(target * side, to) if to > 0 else (0, 1)
+            if rest or target > self._max_side:
+                return None
+            canvas.append(padded)
+            network.append(target)
+        return tuple(canvas), tuple(network)
+
+    def _one(self, image, resize_to=None):
+        """[1, H, W, 3] -> the signature's outputs for that image (resized to resize_to
+        inside the network, and the boxes in its pixels, when given)."""
+        height, width = image.shape[1:3]
+        if resize_to is not None:
+            (canvas_h, canvas_w), network = self._resize_plan((height, width), resize_to)
+            shape, source, canvas = (1, canvas_h, canvas_w, 3), image, network
+            # The network's pixels are the resized image's, padded beyond resize_to.
+            sizes = fitted = np.array([resize_to], np.int32)
+        else:
+            if max(height, width) > self._max_side:  # downscaling: the SavedModel's own code
+                source, sizes, fitted = (t.numpy() for t in self._prepare(
+                    np.asarray(image, np.float32)))
+            else:  # the common case, without TensorFlow's per-call overhead (about 2 ms)
+                source = image
+                sizes = fitted = np.array([[height, width]], np.int32)
+            canvas = tuple(side + -side % _MULTIPLE for side in source.shape[1:3])
+            shape, network = (1, *canvas, 3), None
+        interpreter, input_index, output_index = self._interpreter(shape, network)
+        # The image goes straight into the interpreter's input buffer (cast there, padded
+        # there): a temporary copy of a photo costs more than copying it, because freeing
+        # and allocating megabytes each call makes the allocator map and fault in fresh
+        # pages.
+        _fill(interpreter.tensor(input_index)(), source, self._pad_value)
+        interpreter.invoke()
+        return self._finish(interpreter.tensor(output_index)()[0], canvas, sizes[0], fitted[0])
+
+    def _interpreter(self, shape, resize_to=None):
+        """(interpreter, input index, output index) planned for inputs of `shape`, resized to
+        `resize_to` inside (None: no resize). XNNPACK plans its buffers per input shape,
+        which costs more than a pass itself, so each of the last few keeps its own
+        interpreter: passes at two scales (default_passes) alternate between two."""
         import tensorflow as tf
-        if shape in self._interpreters:
-            self._interpreters.move_to_end(shape)
-            return self._interpreters[shape]
+        key = (tuple(shape), resize_to)
+        if key in self._interpreters:
+            self._interpreters.move_to_end(key)
+            return self._interpreters[key]
         with warnings.catch_warnings():  # its deprecation notice, for TF 2.22+ (we pin < 2.22)
             warnings.simplefilter('ignore', UserWarning)
-            interpreter = tf.lite.Interpreter(model_content=self._model_bytes,
+            interpreter = tf.lite.Interpreter(model_content=self._network.for_size(resize_to),
                                               num_threads=self._num_threads)
         input_index = interpreter.get_input_details()[0]['index']
         interpreter.resize_tensor_input(input_index, shape)
         interpreter.allocate_tensors()
-        self._interpreters[shape] = (interpreter, input_index,
-                                     interpreter.get_output_details()[0]['index'])
+        self._interpreters[key] = (interpreter, input_index,
+                                   interpreter.get_output_details()[0]['index'])
         if len(self._interpreters) > _PLANNED_SHAPES:
             self._interpreters.popitem(last=False)
-        return self._interpreters[shape]
+        return self._interpreters[key]
 
     def _points(self, height, width):
         """model/anchors.py's points (y, x) [P, 2] and strides [P] for a padded input size,
@@ -219,6 +263,14 @@ class LiteSignature:
         out['scores'][0, :n] = scores[candidates][keep]
         out['landmarks'][0, :n] = marks
         return out
+
+
+def _fill(buffer, image, pad_value):
+    """Writes image [1, h, W, 3] into the top left of buffer [1, H, W, 3], the rest pad_value."""
+    height, width = image.shape[1:3]
+    buffer[:, :height, :width] = image
+    buffer[:, height:] = pad_value
+    buffer[:, :height, width:] = pad_value
 
 
 def _sigmoid(x):

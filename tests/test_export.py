@@ -205,10 +205,20 @@ class ExportTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'runtime must be one of'):
             runtime.load(model_dir, 'onnx')
 
-    def _raw(self, interpreter, image):
-        interpreter.resize_tensor_input(interpreter.get_input_details()[0]['index'], image.shape)
+    def _raw(self, path, image, resize_to=None):
+        """The network file's raw outputs [P, C] for image [1, H, W, 3], resized inside to
+        resize_to (or not resized)."""
+        from model.lite_network import Network
+        with open(path, 'rb') as f:
+            network = Network(f.read(), path)
+        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+            warnings.simplefilter('ignore', UserWarning)
+            interpreter = tf.lite.Interpreter(model_content=network.for_size(resize_to))
+        (input_details,) = interpreter.get_input_details()
+        self.assertEqual(input_details['dtype'], np.float32)  # float at both ends
+        interpreter.resize_tensor_input(input_details['index'], image.shape)
         interpreter.allocate_tensors()
-        interpreter.set_tensor(interpreter.get_input_details()[0]['index'], image)
+        interpreter.set_tensor(input_details['index'], image)
         interpreter.invoke()
         return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])[0]
 
@@ -216,25 +226,80 @@ class ExportTest(tf.test.TestCase):
         from model import runtime
         model_dir = os.path.join(self.dir, 'int8_model')
         shutil.copytree(self.export_dir, model_dir)
-        images = [np.asarray(Image.open(p).convert('RGB'), np.float32)[None]
-                  for p in self.images[:1]] * 4
+        image = np.asarray(Image.open(self.images[0]).convert('RGB'), np.float32)[None]
+        inputs = [(image, np.array([96, 128], np.int32)), (image, np.array([64, 96], np.int32))]
         export.export_network_tflite(self.detector.model,
-                                     os.path.join(model_dir, runtime.NETWORK_INT8_FILE), images)
+                                     os.path.join(model_dir, runtime.NETWORK_INT8_FILE),
+                                     inputs * 2)
         self.assertEqual(runtime.load(model_dir)[1], 'tflite_int8')  # auto takes it
         self.assertEqual(runtime.load(model_dir, 'tflite')[1], 'tflite')
-        with warnings.catch_warnings():  # tf.lite.Interpreter's deprecation notice
+        int8_path = os.path.join(model_dir, runtime.NETWORK_INT8_FILE)
+        with warnings.catch_warnings():
             warnings.simplefilter('ignore', UserWarning)
-            lite = tf.lite.Interpreter(os.path.join(model_dir, runtime.NETWORK_FILE))
-            lite8 = tf.lite.Interpreter(os.path.join(model_dir, runtime.NETWORK_INT8_FILE))
-        kinds = {d['dtype'] for d in lite8.get_tensor_details()}
-        self.assertIn(np.int8, kinds)  # quantized inside, float at both ends
-        self.assertEqual(lite8.get_input_details()[0]['dtype'], np.float32)
-        raw, raw8 = self._raw(lite, images[0]), self._raw(lite8, images[0])
-        self.assertFalse(np.isnan(raw8).any())
-        # The face logits of the 96 points: the same order, near the same values.
-        logits, logits8 = raw[:, 0], raw8[:, 0]
-        self.assertGreater(np.corrcoef(logits, logits8)[0, 1], 0.98)
-        self.assertLess(np.abs(logits8 - logits).max(), 0.1 * np.ptp(logits))
+            kinds = {d['dtype'] for d in tf.lite.Interpreter(int8_path).get_tensor_details()}
+        self.assertIn(np.int8, kinds)  # quantized inside
+        for resize_to in (None, (96, 128)):
+            raw = self._raw(os.path.join(model_dir, runtime.NETWORK_FILE), image, resize_to)
+            raw8 = self._raw(int8_path, image, resize_to)
+            self.assertFalse(np.isnan(raw8).any())
+            # The face logits of the points: the same order, near the same values.
+            logits, logits8 = raw[:, 0], raw8[:, 0]
+            self.assertGreater(np.corrcoef(logits, logits8)[0, 1], 0.98)
+            self.assertLess(np.abs(logits8 - logits).max(), 0.1 * np.ptp(logits))
+
+    def test_tflite_resizes_inside_as_tensorflow_does_outside(self):
+        from model import multiscale, runtime
+        lite, _ = runtime.load(self.export_dir, 'tflite')
+        image = np.asarray(Image.open(self.images[0]).convert('RGB'))  # 64x96 uint8
+        # Up and down, the aspect ratio changed; 32x48 on a padded canvas of 64x128 resized
+        # to 32x64, as the SavedModel pads 32x48 to 32x64.
+        for size in ((96, 96), (32, 64), (32, 48)):
+            self.assertTrue(lite.can_resize(64, 96, *size))
+            inside = lite(images=image[None], resize_to=size)
+            outside = lite(images=multiscale._resize(image, *size)[None])
+            self.assertEqual(int(inside['num_detections'][0]), int(outside['num_detections'][0]))
+            self.assertGreater(int(inside['num_detections'][0]), 0)
+            self._assert_same_detections(_rows(inside, '', 0), _rows(outside, '', 0))
+        # The passes of run_scales take the inside path (96x96 and 32x32 of a 64x64 photo)
+        # and find the faces the SavedModel finds with TensorFlow's resize.
+        square, passes = image[:, :64], [multiscale.Pass(1.5), multiscale.Pass(0.5)]
+        calls = []
+
+        def spy(images, resize_to=None):
+            calls.append(resize_to)
+            return lite(images=images, resize_to=resize_to)
+
+        spy.can_resize = lite.can_resize
+        boxes, scores, _ = multiscale.run_scales(spy, square, passes)
+        self.assertEqual(calls, [(96, 96), (32, 32)])
+        signature, _ = runtime.load(self.export_dir, 'savedmodel')
+        boxes_sm, scores_sm, _ = multiscale.run_scales(signature, square, passes)
+        self.assertGreater(len(scores), 0)
+        np.testing.assert_allclose(scores, scores_sm, atol=1e-3)
+        np.testing.assert_allclose(boxes, boxes_sm, atol=0.05)
+        # Sizes it cannot take: beyond max_side (96), a canvas of no whole pixels (64 rows
+        # at 50/64 would need 81.92 rows to reach 64).
+        self.assertFalse(lite.can_resize(64, 96, 128, 96))
+        self.assertFalse(lite.can_resize(64, 96, 50, 64))
+        with self.assertRaisesRegex(ValueError, 'cannot resize 64x96 images to 50x64 inside'):
+            lite(images=image[None], resize_to=(50, 64))
+
+    def test_a_network_file_without_the_resize_runs_as_it_is(self):
+        from model.lite_network import Network
+        path = os.path.join(self.dir, 'facedet_64.tflite')  # a fixed-size file, no size input
+        data = export.export_tflite(self.model, DetectorConfig(image_size=64), path, 64)
+        network = Network(data, path)
+        self.assertFalse(network.resizes)
+        self.assertEqual(network.for_size(None), data)
+        with self.assertRaisesRegex(ValueError, 'facedet_64.tflite has no resize inside'):
+            network.for_size((64, 64))
+        with self.assertRaisesRegex(ValueError, 'not.tflite is not a TFLite model'):
+            Network(b'\x00' * 64, 'not.tflite')
+        with open(os.path.join(self.export_dir, 'network.tflite'), 'rb') as f:
+            network = Network(f.read(), 'network.tflite')
+        self.assertTrue(network.resizes)
+        with self.assertRaisesRegex(ValueError, 'multiples of 32, got 40x64'):
+            network.for_size((40, 64))
 
     def test_export_of_an_export_keeps_its_weights_and_writes_passes_and_int8(self):
         from model import multiscale, runtime

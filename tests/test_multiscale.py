@@ -30,6 +30,24 @@ class FakeSignature:
                 'landmarks': marks[None], 'num_detections': np.array([2], np.int32)}
 
 
+class ResizingSignature(FakeSignature):
+    """Resizes inside to sizes that are multiples of 32, as model/runtime.LiteSignature
+    does: its faces are fractions of that size."""
+
+    def __init__(self):
+        super().__init__()
+        self.inside = []
+
+    def can_resize(self, height, width, to_height, to_width):
+        return not to_height % 32 and not to_width % 32
+
+    def __call__(self, images, resize_to=None):
+        if resize_to is None:
+            return super().__call__(images)
+        self.inside.append(resize_to)
+        return super().__call__(np.zeros([1, *resize_to, 3], np.float32))
+
+
 class PassTest(unittest.TestCase):
 
     def setUp(self):
@@ -53,6 +71,16 @@ class PassTest(unittest.TestCase):
         large, _, _ = multiscale.run_scales(FakeSignature(), self.pixels, [Pass(0.5, 100)])
         np.testing.assert_allclose(small, self.faces[:1], rtol=1e-5)
         np.testing.assert_allclose(large, self.faces[1:], rtol=1e-5)
+
+    def test_a_signature_that_resizes_inside_gets_the_photo_where_it_can(self):
+        signature = ResizingSignature()
+        passes = [Pass(1.5, max_size=200), Pass(0.5, min_size=100), Pass(1.0)]
+        boxes, scores, _ = multiscale.run_scales(signature, self.pixels, passes)
+        self.assertEqual(signature.inside, [(736, 960)])  # 240x320 is not a multiple of 32
+        # Each pass saw its own size, inside the network or resized before it.
+        self.assertEqual(signature.sizes, [(736, 960), (240, 320), (480, 640)])
+        np.testing.assert_allclose(boxes, self.faces, rtol=1e-5)
+        np.testing.assert_allclose(scores, [0.9, 0.8])
 
     def test_passes_without_ranges_merge_their_twins(self):
         boxes, scores, _ = multiscale.run_scales(FakeSignature(), self.pixels, [1.0, 1.5, 0.5])
