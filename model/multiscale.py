@@ -115,16 +115,21 @@ def _resize(image, height, width):
                                      half_pixel_centers=True).numpy()[0]
 
 
-def run_scales(signature, pixels, scales=(1.0,), merge_iou=0.4):
+def run_scales(signature, pixels, scales=(1.0,), merge_iou=0.4, max_side=None):
     """Runs the detect_image signature at each scale; returns boxes [K, 4] xywh, scores [K]
     and landmarks [K, 10] in the pixels of ``pixels``, best first.
 
     ``scales`` holds numbers or Pass objects (a number keeps faces of every size). A TFLite
     signature (model/runtime.py) resizes inside its network where it can, else TensorFlow
-    resizes the photo before it. With
-    several passes the detections of all passes are merged by NMS at merge_iou (the
-    export's own NMS threshold by default), as multi-scale testing does in RetinaFace and
-    SCRFD's evaluations.
+    resizes the photo before it. With several passes the detections of all passes are
+    merged by NMS at merge_iou (the export's own NMS threshold by default), as multi-scale
+    testing does in RetinaFace and SCRFD's evaluations.
+
+    ``max_side`` (default: the signature's ``max_side``, which model/runtime.load sets) is
+    the longest side the network takes: a pass that would scale the photo beyond it runs at
+    the scale that reaches it, as the export would have downscaled its input anyway (a
+    12-megapixel photo is not first upscaled 1.5x, 330 MB of floats, to be shrunk again), and
+    passes that come to the same size share one call.
     """
     passes = as_passes(scales)
     boxes, scores, landmarks = [], [], []
@@ -132,16 +137,20 @@ def run_scales(signature, pixels, scales=(1.0,), merge_iou=0.4):
     can_resize = getattr(signature, 'can_resize', None)  # model/runtime.LiteSignature's
     # LiteSignature takes the pixels as they are (uint8 photos are cast in its input buffer).
     photo = pixels if can_resize else np.asarray(pixels, np.float32)
+    max_side = getattr(signature, 'max_side', None) if max_side is None else max_side
+    outputs = {}  # (height, width) the photo was scaled to -> the signature's outputs
     for p in passes:
-        if p.scale == 1.0:
-            new_h, new_w = height, width
+        scale = p.scale if not max_side else min(p.scale, max_side / max(height, width))
+        new_h, new_w = (height, width) if scale == 1.0 else scaled_size(height, width, scale)
+        if (new_h, new_w) in outputs:
+            out = outputs[(new_h, new_w)]
+        elif (new_h, new_w) == (height, width):
             out = signature(images=photo[None])
+        elif can_resize and can_resize(height, width, new_h, new_w):  # inside the network
+            out = signature(images=photo[None], resize_to=(new_h, new_w))
         else:
-            new_h, new_w = scaled_size(height, width, p.scale)
-            if can_resize and can_resize(height, width, new_h, new_w):  # inside the network
-                out = signature(images=photo[None], resize_to=(new_h, new_w))
-            else:
-                out = signature(images=_resize(photo, new_h, new_w)[None])
+            out = signature(images=_resize(photo, new_h, new_w)[None])
+        outputs[(new_h, new_w)] = out
         n = int(np.asarray(out['num_detections'])[0])
         to_photo = np.array([width / new_w, height / new_h], np.float32)  # x, y
         b = np.asarray(out['boxes'])[0, :n] * np.tile(to_photo, 2)

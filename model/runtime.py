@@ -59,6 +59,9 @@ def load(export_dir, runtime='auto', num_threads=None):
     loaded = tf.saved_model.load(export_dir)
     signature = loaded.signatures['detect_image']
     signature.loaded = loaded  # keeps the variables alive as long as the signature
+    # The longest side its network takes (model/multiscale.run_scales reads it); exports
+    # without facedet.json leave it unset.
+    signature.max_side = read_info(export_dir).get('serving', {}).get('max_side')
     return signature, 'savedmodel'
 
 
@@ -110,7 +113,8 @@ class LiteSignature:
             raise ValueError(f'{info_path} has no "serving" settings; export the model again')
         config = DetectorConfig.from_json(json.dumps(info['config']))
         detector = Detector(None, config.strides, **info['serving'])
-        self._max_side, self._pad_value = info['serving']['max_side'], PAD_VALUE
+        self.max_side = info['serving']['max_side']  # longer sides downscaled, as Detector's
+        self._pad_value = PAD_VALUE
         with open(path, 'rb') as f:
             self._network = Network(f.read(), path)
         self._num_threads = num_threads or os.cpu_count()
@@ -152,7 +156,7 @@ class LiteSignature:
         for side, to in zip(size, resize_to):
             target = to + -to % _MULTIPLE
             padded, rest = divmod(target * side, to) if to > 0 else (0, 1)
-            if rest or target > self._max_side:
+            if rest or target > self.max_side:
                 return None
             canvas.append(padded)
             network.append(target)
@@ -168,7 +172,7 @@ class LiteSignature:
             # The network's pixels are the resized image's, padded beyond resize_to.
             sizes = fitted = np.array([resize_to], np.int32)
         else:
-            if max(height, width) > self._max_side:  # downscaling: the SavedModel's own code
+            if max(height, width) > self.max_side:  # downscaling: the SavedModel's own code
                 source, sizes, fitted = (t.numpy() for t in self._prepare(
                     np.asarray(image, np.float32)))
             else:  # the common case, without TensorFlow's per-call overhead (about 2 ms)

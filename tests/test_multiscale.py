@@ -82,6 +82,21 @@ class PassTest(unittest.TestCase):
         np.testing.assert_allclose(boxes, self.faces, rtol=1e-5)
         np.testing.assert_allclose(scores, [0.9, 0.8])
 
+    def test_passes_beyond_max_side_run_at_max_side_and_share_a_call(self):
+        signature = FakeSignature()
+        signature.max_side = 320  # as model/runtime.load sets it
+        passes = [Pass(1.5, max_size=200), Pass(0.5, min_size=100)]
+        boxes, scores, _ = multiscale.run_scales(signature, self.pixels, passes)
+        # 1.5x and 0.5x of 640x480 both come to 320x240 (0.5x, the most 320 allows): one call.
+        self.assertEqual(signature.sizes, [(240, 320)])
+        np.testing.assert_allclose(boxes, self.faces, rtol=1e-5)
+        np.testing.assert_allclose(scores, [0.9, 0.8])
+        # max_side given to run_scales wins over the signature's; a photo within it at 1x
+        # goes in as it is.
+        signature = FakeSignature()
+        multiscale.run_scales(signature, self.pixels, [Pass(1.0), Pass(1.5)], max_side=800)
+        self.assertEqual(signature.sizes, [(480, 640), (608, 800)])
+
     def test_passes_without_ranges_merge_their_twins(self):
         boxes, scores, _ = multiscale.run_scales(FakeSignature(), self.pixels, [1.0, 1.5, 0.5])
         np.testing.assert_allclose(np.sort(scores), [0.8, 0.9])
