@@ -167,8 +167,8 @@ def _train():
     if _INIT_FROM.value:
         checkpoints.check_init_source(_INIT_FROM.value, config)
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
-    with open(os.path.join(_MODEL_DIR.value, 'flags.txt'), 'w') as f:
-        f.write(flags.FLAGS.flags_into_string())
+    checkpoints.write_text(os.path.join(_MODEL_DIR.value, 'flags.txt'),
+                           flags.FLAGS.flags_into_string())
 
     config_path = os.path.join(_MODEL_DIR.value, checkpoints.CONFIG_FILE)
     if os.path.exists(config_path):
@@ -176,8 +176,7 @@ def _train():
         if saved != config:
             raise ValueError(f'{config_path} describes another network ({saved}) than these '
                              f'flags ({config}); use a new --model_dir or the original flags')
-    with open(config_path, 'w') as f:
-        f.write(config.to_json())
+    checkpoints.write_text(config_path, config.to_json())
 
     tf.random.set_seed(_SEED.value)
     loop.train(loop.TrainSettings(

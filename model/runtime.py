@@ -7,10 +7,10 @@ folded) with a resize in front (model/lite_network.py), and with --int8_records
 interpreter is planned per input size and resize size (a few are kept): a pass at another
 scale (model/multiscale.py) resizes inside the network where it can
 (``LiteSignature.can_resize``). Decoding and NMS are a NumPy twin of model/serving.py's
-finish around TensorFlow's NMS kernel (tests/test_export.py checks
-that both runtimes return the same detections): on a 2-core CPU about 0.3-0.7 ms a call
-against 2.5 ms for the same steps as a TensorFlow graph, whose cost per op dominates at
-these sizes (timings in MODEL_CARD.md).
+finish around TensorFlow's NMS kernel (tests/test_export.py checks that both runtimes
+return the same detections): on a 2-core CPU about 0.3-1 ms a call, most of it the NMS
+kernel, against 2.5 ms for the same steps as a TensorFlow graph, whose cost per op
+dominates at these sizes (timings in MODEL_CARD.md).
 
 Both loaders return a callable with the signature's interface:
 ``fn(images=[1, H, W, 3] float32 0..255) -> {'boxes', 'scores', 'landmarks',

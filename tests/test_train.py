@@ -14,6 +14,60 @@ from training import checkpoints
 from training import loop
 
 
+def _free_ports(count):
+    """Ports free now, below the kernel's ephemeral range (32768 and up on Linux), so that no
+    outgoing connection takes one as its source port before a worker binds it (gRPC keeps
+    connecting to a peer that is still starting)."""
+    import random
+    import socket
+    ports = []
+    for port in random.Random().sample(range(20000, 32000), 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind(('localhost', port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError('no free ports in 20000-32000')
+
+
+def _wait_all(workers, timeout):
+    """(stdout, stderr) of each process, read as they run (a full pipe would stall one); if
+    one fails, or they run past `timeout` seconds (a worker waiting for a peer that is gone
+    waits for ever), all are killed and the error names each one's exit status and the end
+    of its stderr."""
+    import threading
+    import time
+    outputs = [None] * len(workers)
+
+    def read(i):
+        outputs[i] = workers[i].communicate()
+
+    readers = [threading.Thread(target=read, args=(i,), daemon=True)
+               for i in range(len(workers))]
+    for reader in readers:
+        reader.start()
+    deadline = time.monotonic() + timeout
+    codes = [None] * len(workers)
+    while time.monotonic() < deadline:
+        codes = [w.poll() for w in workers]
+        if all(c is not None for c in codes) or any(c not in (None, 0) for c in codes):
+            break
+        time.sleep(0.5)
+    for worker in workers:
+        worker.kill()
+    for reader in readers:
+        reader.join(30)
+    if any(c != 0 for c in codes):
+        raise AssertionError('\n'.join(
+            f'worker {i}: exit status {c} (None: still running after {timeout} s, or when '
+            f'another failed; killed); stderr ends:\n{(out or ("", ""))[1][-2000:]}'
+            for i, (c, out) in enumerate(zip(codes, outputs))))
+    return outputs
+
+
 class TrainTest(tf.test.TestCase):
 
     @classmethod
@@ -211,13 +265,7 @@ class TrainTest(tf.test.TestCase):
         self.assertTrue(os.path.exists(os.path.join(model_dir, 'checkpoints', 'ckpt-2.index')))
 
     def test_multi_worker_on_localhost_ports(self):
-        import socket
-        ports = []
-        for _ in range(2):
-            with socket.socket() as sock:
-                sock.bind(('localhost', 0))
-                ports.append(sock.getsockname()[1])
-        cluster = {'worker': [f'localhost:{p}' for p in ports]}
+        cluster = {'worker': [f'localhost:{p}' for p in _free_ports(2)]}
         model_dir = os.path.join(self.dir, 'multi_worker')
         workers = [cli.start('train.py', '--flagfile=configs/smoke.flags',
                              f'--train_records={self.train}', f'--val_records={self.val}',
@@ -225,12 +273,7 @@ class TrainTest(tf.test.TestCase):
                              env={'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {
                                  'type': 'worker', 'index': i}})})
                    for i in range(2)]
-        outputs = []
-        for worker in workers:
-            try:
-                outputs.append(worker.communicate(timeout=600))
-            finally:
-                worker.kill()
+        outputs = _wait_all(workers, timeout=300)
         for worker, (stdout, stderr) in zip(workers, outputs):
             self.assertEqual(worker.returncode, 0, stderr[-3000:])
             self.assertIn('step 2/2', stdout)
@@ -240,6 +283,31 @@ class TrainTest(tf.test.TestCase):
         self._assert_latest(model_dir, 'ckpt-2')
         self._assert_latest(os.path.join(model_dir, 'workers', 'worker_1'), 'ckpt-2')
         self.assertTrue(os.path.exists(os.path.join(model_dir, 'best', 'best.json')))
+
+    def test_model_dir_files_are_never_read_half_written(self):
+        # Multi-worker runs write flags.txt and model_config.json of their shared model_dir
+        # at the same moment as another worker reads them.
+        import threading
+        path = os.path.join(self.dir, 'shared.json')
+        texts = ['{"a": "%s"}' % ('x' * 200_000), '{"b": "%s"}' % ('y' * 100_000)]
+        checkpoints.write_text(path, texts[0])
+        done = threading.Event()
+
+        def write():
+            for i in range(200):
+                checkpoints.write_text(path, texts[i % 2])
+            done.set()
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        reads = 0
+        while not done.is_set() or reads < 10:
+            with open(path) as f:
+                self.assertIn(f.read(), texts)
+            reads += 1
+        writer.join()
+        self.assertEqual(os.listdir(self.dir).count('shared.json'), 1)
+        self.assertFalse([n for n in os.listdir(self.dir) if n.endswith('.tmp')])
 
     def test_mixed_float16_builds_loss_scaling(self):
         # On CPU float16 is slow but must still run and stay finite.

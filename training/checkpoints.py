@@ -15,6 +15,16 @@ from model.runtime import MODEL_INFO, read_info
 CONFIG_FILE = 'model_config.json'
 
 
+def write_text(path, text):
+    """Writes text to path through a temporary file renamed over it, so that no reader sees
+    it half-written: the workers of a multi-worker run write the same files of their shared
+    model_dir at the same moment, and one read another's truncated model_config.json."""
+    temporary = f'{path}.{os.getpid()}.tmp'
+    with open(temporary, 'w') as f:
+        f.write(text)
+    os.replace(temporary, path)
+
+
 def saved_objects(path):
     """Top-level names in a checkpoint ('model', 'ema', 'optimizer', 'step', ...)."""
     return {name.split('/')[0] for name, _ in tf.train.list_variables(path)}

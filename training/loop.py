@@ -348,8 +348,7 @@ def _keep_best(best_manager, model_dir, step, metrics):
         if key in previous and sign * metrics[key] <= sign * previous[key]:
             return
     best_manager.save(checkpoint_number=step)
-    with open(path, 'w') as f:
-        json.dump({'step': step, **metrics}, f)
+    checkpoints.write_text(path, json.dumps({'step': step, **metrics}))
 
 
 def make_validator(model, s: TrainSettings):
