@@ -182,9 +182,9 @@ class LiteSignature:
             shape, network = (1, *canvas, 3), None
         interpreter, input_index, output_index = self._interpreter(shape, network)
         # The image goes straight into the interpreter's input buffer (cast there, padded
-        # there): a temporary copy of a photo costs more than copying it, because freeing
-        # and allocating megabytes each call makes the allocator map and fault in fresh
-        # pages.
+        # there), and the output is read where it lies: no float or padded copy of a photo
+        # per call (fresh arrays of megabytes each call cost milliseconds here; see
+        # model/multiscale._resize).
         _fill(interpreter.tensor(input_index)(), source, self._pad_value)
         interpreter.invoke()
         return self._finish(interpreter.tensor(output_index)()[0], canvas, sizes[0], fitted[0])
@@ -270,7 +270,7 @@ class LiteSignature:
 
 
 def _fill(buffer, image, pad_value):
-    """Writes image [1, h, W, 3] into the top left of buffer [1, H, W, 3], the rest pad_value."""
+    """Writes image [1, h, w, 3] into the top left of buffer [1, H, W, 3], the rest pad_value."""
     height, width = image.shape[1:3]
     buffer[:, :height, :width] = image
     buffer[:, height:] = pad_value
