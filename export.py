@@ -172,7 +172,7 @@ def parse_pass_flags(values):
     return passes
 
 
-def calibration_images(file_pattern, count, scale, max_side, seed=0):
+def calibration_inputs(file_pattern, count, scale, max_side, seed=0):
     """Up to `count` (image [1, H, W, 3] float, size [2] int32) pairs of the TFRecords,
     picked at random with a fixed seed: each photo and the size a pass at `scale` resizes it
     to inside the network (capped at max_side, as detect.py does, and rounded to a multiple
@@ -181,6 +181,7 @@ def calibration_images(file_pattern, count, scale, max_side, seed=0):
     import tensorflow as tf
     from data.features import parse_example
     from data.pipeline import list_shards
+    from model.lite_network import MULTIPLE
     records = tf.data.TFRecordDataset(list_shards(file_pattern))
     total = sum(1 for _ in records)  # streamed twice rather than held in memory
     if not total:
@@ -193,7 +194,7 @@ def calibration_images(file_pattern, count, scale, max_side, seed=0):
         image = parse_example(serialized)['image'].numpy().astype(np.float32)
         h, w = image.shape[:2]
         fit = min(scale, max_side / max(h, w))
-        size = [max(32, round(side * fit / 32) * 32) for side in (h, w)]
+        size = [max(MULTIPLE, round(side * fit / MULTIPLE) * MULTIPLE) for side in (h, w)]
         inputs.append((image[None], np.array(size, np.int32)))
     return inputs
 
@@ -261,7 +262,7 @@ def main(argv):
           f'{NETWORK_FILE} for TFLite)')
     if _INT8_RECORDS.value:
         try:
-            inputs = calibration_images(_INT8_RECORDS.value, _INT8_IMAGES.value,
+            inputs = calibration_inputs(_INT8_RECORDS.value, _INT8_IMAGES.value,
                                         passes[0].scale, _MAX_SIDE.value)
         except (FileNotFoundError, ValueError) as e:
             sys.exit(f'export.py: error: --int8_records: {e}')

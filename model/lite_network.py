@@ -18,7 +18,9 @@ import numpy as np
 
 _RESIZE_BILINEAR = 23  # tflite schema.fbs BuiltinOperator
 _INT32 = 2             # tflite schema.fbs TensorType
-MULTIPLE = 32          # sizes the network takes (its largest stride)
+# Input sides the network takes: multiples of its largest stride (32 in every stride set
+# model/detector.py supports). model/serving.py, runtime.py and multiscale.py take it from here.
+MULTIPLE = 32
 
 
 class Network:

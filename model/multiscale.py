@@ -13,6 +13,8 @@ import math
 
 import numpy as np
 
+from model.lite_network import MULTIPLE as _MULTIPLE
+
 
 @dataclasses.dataclass(frozen=True)
 class Pass:
@@ -87,10 +89,10 @@ def parse_scales(values):
     return scales
 
 
-# The network takes sides that are multiples of this; a scaled side is rounded to one when
-# that stretches the photo by at most MAX_STRETCH, so the input needs no padding (a copy of
-# the whole image) and no padded border holds points.
-_MULTIPLE, MAX_STRETCH = 32, 0.05
+# The network takes sides that are multiples of 32 (_MULTIPLE); a scaled side is rounded to
+# one when that stretches the photo by at most MAX_STRETCH, so the input needs no padding and
+# no padded border holds points.
+MAX_STRETCH = 0.05
 
 
 def scaled_size(height, width, scale):

@@ -26,6 +26,8 @@ import warnings
 
 import numpy as np
 
+from model.lite_network import MULTIPLE as _MULTIPLE
+
 # The files export.py writes beside the SavedModel (this module imports no TensorFlow at the
 # top, so export.py and detect.py take these names from here without slowing --help).
 NETWORK_FILE = 'network.tflite'
@@ -34,7 +36,6 @@ NETWORK_FILE = 'network.tflite'
 NETWORK_INT8_FILE = 'network_int8.tflite'
 MODEL_INFO = 'facedet.json'
 RUNTIMES = ('auto', 'tflite_int8', 'tflite', 'savedmodel')
-_MULTIPLE = 32  # the network's largest stride (model/serving.py pads to it too)
 _PLANNED_SHAPES = 4  # interpreters kept, one per input shape (LiteSignature._interpreter)
 
 

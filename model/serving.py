@@ -10,8 +10,8 @@ import tensorflow as tf
 
 from data.augment import PAD_VALUE
 from model import postprocess
+from model.lite_network import MULTIPLE as _MULTIPLE  # the network's largest stride
 
-_MULTIPLE = 32  # the network's largest stride
 
 
 class Detector:
