@@ -2,7 +2,7 @@
 
 Usage:
   python train.py --flagfile=configs/quickstart.flags
-  python train.py --flagfile=configs/quickstart.flags --precision=mixed_float16   # on a GPU
+  python train.py --flagfile=configs/quickstart.flags --data_service=grpc://HOST:5050
   tensorboard --logdir=<model_dir>
 
 Rerunning the same command after an interrupt resumes from the last checkpoint in
@@ -12,7 +12,9 @@ the network's shape to <model_dir>/model_config.json, which export.py reads.
 Distribution goes through tf.distribute: --strategy=auto uses MirroredStrategy when several
 GPUs are visible; --strategy=multi_worker reads the cluster from the TF_CONFIG environment
 variable; --cpu_devices=N splits the CPU into N logical devices (to test multi-device code
-without GPUs).
+without GPUs). --precision=auto (the default) picks float32, mixed_float16 or mixed_bfloat16
+for the devices and prints its choice. --data_service runs the input pipeline on a tf.data
+service (data_service.py) instead of this machine's CPU.
 """
 
 import os
@@ -35,13 +37,17 @@ _LOG_EVERY = flags.DEFINE_integer('log_every', 20, 'Steps between progress lines
 _LEARNING_RATE = flags.DEFINE_float('learning_rate', 2e-3, 'Peak AdamW learning rate.')
 _WARMUP_STEPS = flags.DEFINE_integer('warmup_steps', 100, 'Linear warmup steps.')
 _WEIGHT_DECAY = flags.DEFINE_float('weight_decay', 1e-4, 'AdamW weight decay.')
-_PRECISION = flags.DEFINE_enum('precision', 'float32',
-                               ['float32', 'mixed_float16', 'mixed_bfloat16'],
-                               'Compute precision; outputs and losses stay float32.')
+_PRECISION = flags.DEFINE_enum(
+    'precision', 'auto', ['auto', 'float32', 'mixed_float16', 'mixed_bfloat16'],
+    'Compute precision; outputs and losses stay float32. auto: float32 on CPUs, '
+    'mixed_float16 on NVIDIA GPUs of compute capability 7.x, mixed_bfloat16 on 8.0 and newer.')
 _STRATEGY = flags.DEFINE_enum('strategy', 'auto', ['auto', 'default', 'mirrored', 'multi_worker'],
                               'tf.distribute strategy.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 1, 'Split the CPU into N logical devices.')
 _JIT_COMPILE = flags.DEFINE_boolean('jit_compile', False, 'XLA-compile the train step.')
+_DATA_SERVICE = flags.DEFINE_string(
+    'data_service', None, 'grpc://HOST:PORT of a tf.data service dispatcher (data_service.py): '
+    'the input pipeline runs on its workers instead of this machine\'s CPU.')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier of the network.')
 _NECK_CHANNELS = flags.DEFINE_integer('neck_channels', 48, 'FPN/head channels (before width).')
 _STEM_CHANNELS = flags.DEFINE_integer('stem_channels', 24,
@@ -131,7 +137,7 @@ def _train():
     import tensorflow as tf  # imported here so --help is fast
 
     from model.detector import DetectorConfig
-    from training import checkpoints, loop
+    from training import checkpoints, devices, loop
 
     size = _IMAGE_SIZE.value
     if size % 32:
@@ -166,6 +172,9 @@ def _train():
                             image_size=size)
     if _INIT_FROM.value:
         checkpoints.check_init_source(_INIT_FROM.value, config)
+    precision, why = devices.resolve_precision(_PRECISION.value)
+    print(f'precision {precision} ({why})', flush=True)
+    flags.FLAGS.precision = precision  # flags.txt records what ran
     os.makedirs(_MODEL_DIR.value, exist_ok=True)
     checkpoints.write_text(os.path.join(_MODEL_DIR.value, 'flags.txt'),
                            flags.FLAGS.flags_into_string())
@@ -191,7 +200,7 @@ def _train():
         shuffle_buffer=_SHUFFLE_BUFFER.value, train_min_face=_TRAIN_MIN_FACE.value,
         val_min_face=_VAL_MIN_FACE.value,
         val_image_size=_VAL_IMAGE_SIZE.value, val_max_side=_VAL_MAX_SIDE.value,
-        ema_decay=_EMA_DECAY.value,
+        ema_decay=_EMA_DECAY.value, data_service=_DATA_SERVICE.value,
         init_from=_INIT_FROM.value, seed=_SEED.value))
 
 

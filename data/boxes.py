@@ -63,13 +63,14 @@ def iou_matrix_np(a, b):
 # ---- in-graph helpers (TF) ----
 
 def flip_left_right(boxes, landmarks):
-    """Mirrors normalized boxes [N, 4] and landmarks [N, 10] horizontally."""
+    """Mirrors normalized boxes [..., 4] and landmarks [..., 10] horizontally."""
     ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
     boxes = tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
-    points = tf.reshape(landmarks, [-1, 5, 2])
+    shape = tf.shape(landmarks)
+    points = tf.reshape(landmarks, tf.concat([shape[:-1], [5, 2]], 0))
     points = tf.stack([points[..., 0], 1.0 - points[..., 1]], axis=-1)
-    points = tf.gather(points, LANDMARK_FLIP_ORDER, axis=1)
-    return boxes, tf.reshape(points, [-1, 10])
+    points = tf.gather(points, LANDMARK_FLIP_ORDER, axis=-2)
+    return boxes, tf.reshape(points, shape)
 
 
 def to_pixels(boxes, height, width):

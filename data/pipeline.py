@@ -1,4 +1,4 @@
-"""The streaming input pipeline: TFRecord shards -> batches of images and per-point targets.
+"""The streaming input pipeline: TFRecord shards -> batches of crops and their faces.
 
 Nothing is held in memory beyond the shuffle buffer and a few prefetched batches, so the
 dataset can be any size.
@@ -7,10 +7,7 @@ dataset can be any size.
 import tensorflow as tf
 
 from data import augment
-from data import boxes as box_lib
 from data import features
-from model import anchors as anchor_lib
-from model import targets as target_lib
 
 
 def list_shards(file_pattern):
@@ -42,44 +39,35 @@ def check_shards(files):
                          f'{files[0]}; check the manifest.json written next to them')
 
 
-def make_targets(example, image_size, anchors, anchor_scale):
-    """Per-image target assignment (before batching, so no face-count padding is needed).
-
-    anchors: (points, point_strides, level_sizes) from model.anchors.anchor_points for the
-    image_size square, computed once per dataset rather than once per image.
-    """
-    points, point_strides, level_sizes = anchors
-    boxes_px = box_lib.to_pixels(example['boxes'], image_size, image_size)
-    landmarks_px = example['landmarks'] * float(image_size)
-    targets = target_lib.assign(points, point_strides, level_sizes, boxes_px, example['ignore'],
-                                landmarks_px, example['landmarks_valid'],
-                                anchor_scale=anchor_scale)
-    return {'image': example['image'], 'targets': targets, 'boxes': example['boxes'],
-            'ignore': example['ignore'],
-            'face_mask': tf.ones_like(example['ignore'], dtype=tf.bool)}
+# Per-face tensors of a batch, padded to the batch's largest face count (see _fit_faces).
+FACE_KEYS = ('boxes', 'landmarks', 'landmarks_valid', 'ignore', 'face_mask')
+MIN_FACE_SLOTS = 8
+# Records parsed and planned together: batch-wide ops cost about as much for 64 as for 1.
+PLAN_BATCH = 64
 
 
-def build_dataset(file_pattern, batch_size, image_size, is_training, strides=(8, 16, 32),
-                  anchor_scale=4.0, shuffle_buffer=1000, seed=None, scale_range=(0.3, 2.0),
-                  repeat=None, input_context=None,
+def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buffer=1000,
+                  seed=None, scale_range=(0.3, 2.0), repeat=None, input_context=None,
                   min_face_px=augment.MIN_FACE_PX):
     """Builds the training or validation dataset.
 
     Args:
       file_pattern: glob(s) of TFRecord shards written by preprocess/make_records.py.
       batch_size: per-replica batch size (global batch when no input_context).
-      image_size: side of the square training / validation images (multiple of 32).
-      is_training: random crops, flips and colour jitter; otherwise a deterministic
-        letterbox of the whole image.
+      image_size: side of the square training / validation images.
+      is_training: random crops and flips; otherwise a deterministic letterbox of the
+        whole image. Colour jitter and target assignment run in the train step
+        (data.augment.photometric, model.targets.for_batch), on the accelerator.
       repeat: repeat forever (defaults to is_training).
       input_context: tf.distribute.InputContext, to shard files across input pipelines.
       min_face_px: faces smaller than this in a training crop are marked ignore (neither face
         nor background; data/augment.py).
 
     Returns:
-      A dataset of dicts: ``image`` [B, S, S, 3] float32 0..255, ``targets`` (dict of
-      [B, P, ...] tensors, see model.targets.assign), ``boxes`` [B, N, 4] normalized yxyx,
-      ``ignore`` [B, N] and ``face_mask`` [B, N] (False on padding).
+      A dataset of dicts: ``image`` [B, S, S, 3] uint8, ``boxes`` [B, N, 4] normalized yxyx,
+      ``landmarks`` [B, N, 10], ``landmarks_valid``, ``ignore`` and ``face_mask`` [B, N]
+      (False on padding). N is the batch's largest face count rounded up to a power of two
+      (at least MIN_FACE_SLOTS), so a compiled step sees few shapes.
     """
     files = list_shards(file_pattern)
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -95,21 +83,58 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, strides=(8,
         ds = ds.shuffle(shuffle_buffer, seed=seed)
     if repeat if repeat is not None else is_training:
         ds = ds.repeat()
-    ds = ds.map(features.parse_example, num_parallel_calls=tf.data.AUTOTUNE)
-    if is_training:
-        def _augment(example):
-            example = augment.random_square_crop(example, image_size, scale_range,
-                                                  min_face_px=min_face_px)
-            example = augment.random_flip(example)
-            return augment.photometric(example)
-    else:
-        def _augment(example):
-            return augment.letterbox(example, image_size)
-    ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
-    anchors = anchor_lib.anchor_points(image_size, image_size, strides)
-    ds = ds.map(lambda e: make_targets(e, image_size, anchors, anchor_scale),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    # Targets have a fixed [P, ...] shape; the faces themselves (kept for validation AP) are
-    # padded to the batch's largest count, with ``face_mask`` telling real from padding.
+
+    ds = crops(ds, image_size, is_training, scale_range)
+    # The faces (kept for targets and validation AP) are padded to the batch's largest
+    # count, with ``face_mask`` telling real from padding, then moved into their crops.
     ds = ds.padded_batch(batch_size, drop_remainder=is_training)
+    ds = ds.map(lambda b: {'image': b['image'], **_fit_faces(
+        augment.place_faces(b, b, image_size, min_face_px))}, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def crops(records, image_size, is_training, scale_range=(0.3, 2.0)):
+    """Serialized records -> one dict per image: ``image`` uint8 [S, S, 3], its faces as
+    stored (photo frame, for augment.place_faces), ``face_mask`` and its crop plan.
+
+    Records are parsed and their windows planned PLAN_BATCH at a time; the only work done
+    image by image is decoding the window and resizing it (augment.render).
+    """
+    def plan(serialized):
+        example = features.parse_batch(serialized)
+        height = tf.cast(example['height'], tf.float32)
+        width = tf.cast(example['width'], tf.float32)
+        if is_training:
+            windows, flip = augment.random_windows(height, width, scale_range)
+        else:
+            windows, flip = augment.letterbox_windows(height, width)
+        faces = {k: example[k] for k in FACE_KEYS if k != 'face_mask'}
+        return {'encoded': example['encoded'], **faces,
+                **augment.plan_crops(height, width, windows, flip, image_size)}
+
+    def render(example):
+        out = {k: v for k, v in example.items() if k != 'encoded'}
+        out['image'] = augment.render(example['encoded'], example, image_size)
+        out['face_mask'] = tf.ones_like(example['ignore'])
+        return out
+
+    ds = records.batch(PLAN_BATCH).map(plan, num_parallel_calls=tf.data.AUTOTUNE).unbatch()
+    return ds.map(render, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not is_training)
+
+
+def _fit_faces(faces):
+    """Moves each image's faces to the front and pads or trims the face axis to a power of
+    two (at least MIN_FACE_SLOTS) that holds the largest count."""
+    order = tf.argsort(tf.cast(~faces['face_mask'], tf.int32), axis=1, stable=True)
+    count = tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(faces['face_mask'], tf.int32), 1)),
+                       MIN_FACE_SLOTS)
+    # log2(count - 0.5) keeps float error from rounding an exact power of two up.
+    log2 = tf.math.log(tf.cast(count, tf.float32) - 0.5) / tf.math.log(2.0)
+    slots = tf.cast(2.0 ** tf.math.ceil(log2), tf.int32)
+    out = {}
+    for key in FACE_KEYS:
+        value = tf.gather(faces[key], order, batch_dims=1)[:, :slots]
+        rank = len(value.shape)
+        extra = slots - tf.shape(value)[1]
+        out[key] = tf.pad(value, [[0, 0], [0, extra]] + [[0, 0]] * (rank - 2))
+    return out

@@ -12,11 +12,12 @@ from tests.test_postprocess import _raw_with_faces
 
 
 def _targets(faces):
-    points, strides, sizes = anchors.anchor_points(64, 64)
+    points, strides, _ = anchors.anchor_points(64, 64)
     m = len(faces)
-    t = target_lib.assign(points, strides, sizes, tf.constant(faces, tf.float32, [m, 4]),
-                          tf.zeros([m], tf.bool), tf.zeros([m, 10]), tf.zeros([m], tf.bool))
-    return {k: v[None] for k, v in t.items()}, points, strides
+    t = target_lib.assign(points, strides, anchors.feature_sizes(64, 64),
+                          tf.constant(faces, tf.float32, [1, m, 4]), tf.ones([1, m], tf.bool),
+                          tf.zeros([1, m], tf.bool), tf.zeros([1, m, 10]), tf.zeros([1, m], tf.bool))
+    return t, points, strides
 
 
 class LossesTest(tf.test.TestCase):

@@ -12,6 +12,7 @@ from tests import cli
 from tests import fixtures
 from training import checkpoints
 from training import loop
+from training import validation
 
 
 def _free_ports(count):
@@ -384,7 +385,7 @@ class TrainTest(tf.test.TestCase):
 
 
 class OwnSizeApTest(tf.test.TestCase):
-    """loop.own_size_ap scores detections in each photo's own pixels (an oracle stands in for
+    """validation.own_size_ap scores detections in each photo's own pixels (an oracle stands in for
     the network: it answers with chosen boxes for each photo size)."""
 
     @classmethod
@@ -407,7 +408,7 @@ class OwnSizeApTest(tf.test.TestCase):
             return {'boxes': np.asarray(boxes, np.float32).reshape(1, k, 4),
                     'scores': np.asarray(scores, np.float32).reshape(1, k),
                     'num_detections': np.array([k])}
-        return loop.own_size_ap(detect, self.records, min_face)
+        return validation.own_size_ap(detect, self.records, min_face)
 
     def test_faces_found_in_the_photos_pixels_score_one(self):
         answers = {(200, 300): ([self.big_xywh, self.small_xywh], [0.9, 0.8])}

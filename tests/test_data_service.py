@@ -1,0 +1,69 @@
+"""train.py through a tf.data service: a dispatcher and a worker in this process run the
+input pipeline; training steps, checkpoints and a resume go through them."""
+
+import os
+import tempfile
+
+import tensorflow as tf
+
+from tests import cli
+from tests import fixtures
+from training import data_service
+from training import devices
+
+
+class DataServiceTest(tf.test.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dir = tempfile.mkdtemp()
+        cls.train = fixtures.write_tiny_shards(os.path.join(cls.dir, 'rec'),
+                                               fixtures.random_records(8), 'train', 2)
+        cls.dispatcher = data_service.start_dispatcher()
+        cls.worker = data_service.start_worker(data_service.address_of(cls.dispatcher))
+
+    def _train(self, model_dir, *extra):
+        return cli.run('train.py', '--flagfile=configs/smoke.flags', '--val_records=',
+                       f'--train_records={self.train}', f'--model_dir={model_dir}',
+                       f'--data_service={self.dispatcher.target}', '--precision=auto', *extra)
+
+    def test_training_steps_and_resume_through_the_service(self):
+        model_dir = os.path.join(self.dir, 'model')
+        first = self._train(model_dir)
+        self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+        self.assertIn('step 2/2', first.stdout)
+        self.assertIn('precision float32 (no GPU', first.stdout)
+        with open(os.path.join(model_dir, 'flags.txt')) as f:
+            self.assertIn('--precision=float32', f.read())
+        second = self._train(model_dir, '--train_steps=4')
+        self.assertEqual(second.returncode, 0, second.stderr[-3000:])
+        self.assertIn('resumed from', second.stdout)
+        self.assertIn('step 4/4', second.stdout)
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+        self.assertEqual(os.path.basename(latest), 'ckpt-4')
+
+    def test_batches_come_from_the_worker(self):
+        from data import pipeline
+        ds = pipeline.build_dataset(self.train, 2, 64, True, shuffle_buffer=4)
+        remote = data_service.distribute(ds, self.dispatcher.target)
+        batch = next(iter(remote))
+        self.assertEqual(batch['image'].dtype, tf.uint8)
+        self.assertEqual(batch['image'].shape, (2, 64, 64, 3))
+
+
+class PrecisionTest(tf.test.TestCase):
+
+    def test_auto_picks_by_compute_capability(self):
+        self.assertEqual(devices.resolve_precision('auto', [])[0], 'float32')
+        self.assertEqual(devices.resolve_precision('auto', [(6, 1)])[0], 'float32')
+        self.assertEqual(devices.resolve_precision('auto', [(7, 5)])[0], 'mixed_float16')
+        self.assertEqual(devices.resolve_precision('auto', [(8, 0)])[0], 'mixed_bfloat16')
+        self.assertEqual(devices.resolve_precision('auto', [(9, 0), (7, 0)])[0], 'mixed_float16')
+        self.assertEqual(devices.resolve_precision('mixed_float16')[0], 'mixed_float16')
+        with self.assertRaisesRegex(ValueError, 'choose auto'):
+            devices.resolve_precision('float8')
+
+
+if __name__ == '__main__':
+    tf.test.main()

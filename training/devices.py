@@ -1,0 +1,54 @@
+"""Which devices train: the tf.distribute strategy and the compute precision for them."""
+
+import tensorflow as tf
+
+PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+
+
+def make_strategy(name, cpu_devices=1):
+    """Returns the tf.distribute strategy for a --strategy flag value."""
+    if cpu_devices > 1:
+        cpus = tf.config.list_physical_devices('CPU')
+        try:
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        except RuntimeError:
+            pass  # already initialised in this process (tests): keep what is there
+    if name == 'multi_worker':
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices('GPU')
+    if name == 'mirrored' or (name == 'auto' and len(gpus) > 1):
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices('CPU')]
+        return tf.distribute.MirroredStrategy(devices)
+    return tf.distribute.get_strategy()
+
+
+def resolve_precision(name, gpu_capabilities=None):
+    """(precision, why) for a --precision value; 'auto' picks by the GPUs.
+
+    float32 on CPUs (mixed precision runs 2-5x slower there) and on GPUs older than compute
+    capability 7.0 (no tensor cores); mixed_float16 on 7.x (Volta, Turing: float16 tensor
+    cores, no bfloat16); mixed_bfloat16 on 8.0 and newer (Ampere, Ada, Hopper: bfloat16 has
+    float32's range, so no loss scaling).
+
+    Args:
+      name: 'auto' or one of PRECISIONS.
+      gpu_capabilities: list of (major, minor) per GPU; None reads the visible GPUs.
+    """
+    if name != 'auto':
+        if name not in PRECISIONS:
+            raise ValueError(f'--precision={name}: choose auto or one of {", ".join(PRECISIONS)}')
+        return name, 'as given'
+    if gpu_capabilities is None:
+        gpu_capabilities = [
+            tf.config.experimental.get_device_details(gpu).get('compute_capability', (0, 0))
+            for gpu in tf.config.list_physical_devices('GPU')]
+    if not gpu_capabilities:
+        return 'float32', 'no GPU: float32 is fastest on CPUs'
+    oldest = min(tuple(c) for c in gpu_capabilities)
+    label = f'GPU compute capability {oldest[0]}.{oldest[1]}'
+    if oldest >= (8, 0):
+        return 'mixed_bfloat16', label
+    if oldest >= (7, 0):
+        return 'mixed_float16', label
+    return 'float32', f'{label} (no tensor cores)'
