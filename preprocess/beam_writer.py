@@ -7,21 +7,24 @@ builds its large datasets:
   1. This process lists each split's items (record_sources' readers) and assigns them to
      shards with ``shards.assign``, so item k of a split lands in shard k % n as it does
      locally. The listing goes to chunk files under ``{out_dir}/.beam/`` (pickled paths
-     and boxes, no pixels), which keeps the job graph small on a cluster.
-  2. The pipeline reads the chunks, spreads the items over the workers (Reshuffle) and
-     encodes each one with ``shards.encode_job`` (``items.encode_item``: the same load,
-     repair and skip rules).
-  3. It groups the results by shard, orders each shard's records as the local writer
-     does, counts them with ``shards.count_result`` and writes the shard to a temporary
-     file renamed when complete, its counts saved first (``shards.finish_shard``).
+     and boxes, no pixels; deleted at the end), which keeps the job graph small on a
+     cluster.
+  2. The pipeline reads the chunks and groups the listed items by shard (only paths and
+     boxes cross the shuffle, never image bytes).
+  3. Each shard is one unit of work: its items in the local writer's order, each encoded
+     with ``shards.encode_job`` (``items.encode_item``: the same load, repair and skip
+     rules) and counted with ``shards.count_result``, streamed to a temporary file renamed
+     when complete, its counts saved first (``shards.finish_shard``).
 
 A killed or failed job therefore leaves only complete shards, and a rerun writes only
 the missing ones, whichever runner wrote the others. A retried bundle writes its own
 temporary file, so two attempts at one shard never mix. Paths go through tf.io.gfile,
-so ``gs://`` inputs and outputs work. Memory: a worker holds one shard's records while it
-writes them; choose ``--train_shards`` for shards of a few hundred MB.
+so ``gs://`` inputs and outputs work. Beam writes as many shards at once as it has
+workers, so give a split at least as many shards as there are workers.
 """
 
+import contextlib
+import io
 import logging
 import os
 import pickle
@@ -30,9 +33,14 @@ import threading
 import uuid
 from typing import Callable, Dict, Iterable, List, Tuple
 
-import tensorflow as tf
+logging.getLogger('apache_beam').setLevel(logging.WARNING)  # before its import-time notices
 
-from preprocess import shards
+import apache_beam as beam  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions  # noqa: E402
+from apache_beam.runners.runner import create_runner  # noqa: E402
+
+from preprocess import shards  # noqa: E402
 
 BEAM_DIR = '.beam'
 CHUNK_ITEMS = 500  # items per listing chunk: a unit of work Beam can hand to a worker
@@ -52,26 +60,45 @@ def write_splits(jobs: SplitJobs, out_dir: str, pipeline_options: Tuple[str, ...
     """
     missing = {split: shards.existing_shards(out_dir, split, n)[1] for split, (_, n, _) in jobs.items()}
     missing = {split: todo for split, todo in missing.items() if todo}
+    listing_dir = os.path.join(out_dir, BEAM_DIR)
+    if tf.io.gfile.exists(listing_dir):
+        tf.io.gfile.rmtree(listing_dir)  # a killed run's listing
+    for tmp in tf.io.gfile.glob(os.path.join(out_dir, '*.tfrecord.tmp-*')):
+        tf.io.gfile.remove(tmp)  # a killed run's unfinished shards
     if missing:
-        run_dir = os.path.join(out_dir, BEAM_DIR, uuid.uuid4().hex[:12])
-        chunks = _save_listing(jobs, missing, run_dir)
         expected = sum(jobs[s][2] * len(todo) // jobs[s][1] for s, todo in missing.items())
-        with _Poller(out_dir, jobs, missing, expected, progress):
-            _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_quality, strict)
-        tf.io.gfile.rmtree(run_dir)
-        if not tf.io.gfile.listdir(os.path.dirname(run_dir)):  # no other run's listing
-            tf.io.gfile.rmtree(os.path.dirname(run_dir))
+        try:
+            chunks = _save_listing(jobs, missing, listing_dir)
+            with _Poller(out_dir, jobs, missing, expected, progress):
+                _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_quality, strict)
+        finally:
+            tf.io.gfile.rmtree(listing_dir)
     return {split: _split_stats(out_dir, split, n, missing.get(split, ()))
             for split, (_, n, _) in jobs.items()}
 
 
-def _save_listing(jobs: SplitJobs, missing: Dict[str, List[int]], run_dir: str) -> List[str]:
+def check_options(pipeline_options: Tuple[str, ...]):
+    """Raises ValueError (one line) for pipeline options Beam would refuse, before any work."""
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):  # argparse prints its usage there, then exits
+            options = PipelineOptions(list(pipeline_options))
+            options.get_all_options()
+            create_runner(options.view_as(StandardOptions).runner or 'DirectRunner')
+    except SystemExit:
+        lines = err.getvalue().strip().splitlines()
+        raise ValueError(lines[-1].split('error: ', 1)[-1] if lines else 'Beam refused them') from None
+    except ValueError as e:
+        raise ValueError(str(e).split('. Valid values')[0]) from None
+
+
+def _save_listing(jobs: SplitJobs, missing: Dict[str, List[int]], listing_dir: str) -> List[str]:
     """Pickles ((split, shard), (position, item)) for the missing shards, CHUNK_ITEMS a file."""
-    tf.io.gfile.makedirs(run_dir)
+    tf.io.gfile.makedirs(listing_dir)
     paths, chunk = [], []
 
     def flush():
-        paths.append(os.path.join(run_dir, f'items-{len(paths):05d}.pickle'))
+        paths.append(os.path.join(listing_dir, f'items-{len(paths):05d}.pickle'))
         with tf.io.gfile.GFile(paths[-1], 'wb') as f:
             pickle.dump(chunk, f, protocol=pickle.HIGHEST_PROTOCOL)
         chunk.clear()
@@ -90,25 +117,19 @@ def _save_listing(jobs: SplitJobs, missing: Dict[str, List[int]], run_dir: str) 
 
 
 def _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_quality, strict):
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     # DirectRunner's worker processes import this package from the repository root.
-    path = os.environ.get('PYTHONPATH', '')
-    os.environ['PYTHONPATH'] = _REPO_ROOT + (os.pathsep + path if path else '')
-    logging.getLogger('apache_beam').setLevel(logging.WARNING)  # our progress line says enough
+    paths = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
+    os.environ['PYTHONPATH'] = os.pathsep.join([_REPO_ROOT] + [p for p in paths if p != _REPO_ROOT])
     if not any(o.startswith('--default_sdk_harness_log_level') for o in pipeline_options):
         pipeline_options = (*pipeline_options, '--default_sdk_harness_log_level=WARNING')
     num_shards = {split: jobs[split][1] for split in missing}
     every_shard = [((split, s), None) for split, todo in missing.items() for s in todo]
     try:
         with beam.Pipeline(options=PipelineOptions(list(pipeline_options))) as p:
-            encoded = (p | 'Chunks' >> beam.Create(chunks) | 'Items' >> beam.FlatMap(_load_chunk)
-                       | 'Spread' >> beam.Reshuffle()
-                       | 'Encode' >> beam.Map(_encode, max_side, jpeg_quality))
+            listed = p | 'Chunks' >> beam.Create(chunks) | 'Items' >> beam.FlatMap(_load_chunk)
             empty = p | 'EveryShard' >> beam.Create(every_shard)  # shards with no item too
-            _ = ((encoded, empty) | beam.Flatten() | 'ByShard' >> beam.GroupByKey()
-                 | 'Write' >> beam.Map(_write_shard, out_dir, num_shards, strict))
+            _ = ((listed, empty) | beam.Flatten() | 'ByShard' >> beam.GroupByKey()
+                 | 'Write' >> beam.Map(_write_shard, out_dir, num_shards, max_side, jpeg_quality, strict))
     except Exception as e:  # the runner wraps a worker's exception in its own
         found = re.search(r'StrictError: (.*)', str(e))
         if found:
@@ -121,19 +142,16 @@ def _load_chunk(path: str):
         yield from pickle.load(f)
 
 
-def _encode(element, max_side: int, jpeg_quality: int):
-    (split, shard), (position, item) = element
-    return (split, shard), (position, shards.encode_job((shard, item), max_side, jpeg_quality))
-
-
-def _write_shard(element, out_dir: str, num_shards: Dict[str, int], strict: bool):
-    """Writes one shard from its encoded items, in item order; its counts saved beside it."""
-    (split, shard), values = element
+def _write_shard(element, out_dir: str, num_shards: Dict[str, int], max_side: int,
+                 jpeg_quality: int, strict: bool):
+    """Encodes and writes one shard's items in item order; its counts saved beside it."""
+    (split, shard), listed = element
     path = shards.shard_paths(out_dir, split, num_shards[split])[shard]
     tmp = f'{path}.tmp-{uuid.uuid4().hex[:8]}'
     stats = shards.WriteStats()
     with tf.io.TFRecordWriter(tmp) as writer:
-        for _, result in sorted((v for v in values if v is not None), key=lambda v: v[0]):
+        for _, item in sorted((v for v in listed if v is not None), key=lambda v: v[0]):
+            result = shards.encode_job((shard, item), max_side, jpeg_quality)
             data = shards.count_result(stats, result, strict)
             if data is not None:
                 writer.write(data)
@@ -142,13 +160,17 @@ def _write_shard(element, out_dir: str, num_shards: Dict[str, int], strict: bool
 
 def _split_stats(out_dir: str, split: str, num_shards: int, written) -> shards.WriteStats:
     """A split's counts from its shards' saved counts; fails if a shard is still missing."""
-    stats, still_missing = shards.existing_shards(out_dir, split, num_shards)
-    if still_missing:
-        raise RuntimeError(f'the Beam job ended without writing {split} shards {still_missing} '
-                           f'of {out_dir}: rerun the same command to write them')
-    written = {shards.shard_paths(out_dir, split, num_shards)[i] for i in written}
-    stats.reused_shards = [p for p in stats.reused_shards if p not in written]
-    return stats
+    total = shards.WriteStats()
+    paths = shards.shard_paths(out_dir, split, num_shards)
+    for i, path in enumerate(paths):
+        saved = shards.load_stats(out_dir, path)
+        if saved is None:
+            raise RuntimeError(f'the Beam job ended without writing {path}: rerun the same '
+                               'command to write the missing shards')
+        saved.reused_shards = [] if i in written else [path]
+        total.merge(saved)
+    total.shards = paths
+    return total
 
 
 class _Poller:

@@ -1,8 +1,8 @@
 """File access of the record pipeline through ``tf.io.gfile``, so paths may be ``gs://``.
 
 Readers, the shard writers and the manifest use these instead of ``open`` / ``os.path``:
-local paths work as before, and a bucket (``gs://``, ``s3://`` where TensorFlow has the
-file system) works for inputs and outputs alike, on one machine or on Beam workers.
+local paths work as before, and a bucket (``gs://``, built into TensorFlow; others with
+tensorflow-io) works for inputs and outputs alike, on one machine or on Beam workers.
 """
 
 import io
@@ -12,13 +12,9 @@ import os
 import tensorflow as tf
 
 
-def is_url(path: str) -> bool:
-    return '://' in path
-
-
 def absolute(path: str) -> str:
-    """``os.path.abspath`` for local paths; URLs are already absolute."""
-    return path if is_url(path) else os.path.abspath(path)
+    """``os.path.abspath`` for local paths; URLs (``gs://...``) are already absolute."""
+    return path if '://' in path else os.path.abspath(path)
 
 
 def exists(path: str) -> bool:

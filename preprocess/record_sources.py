@@ -259,6 +259,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     _check(config)
     for name in config.sources:
         _module(name)  # fail early if a reader is missing
+    beam_writer = _beam_writer(config.beam_options) if config.runner == 'beam' else None
     settings = _check_same_settings(config)
     try:
         counts, _ = _scan(config)
@@ -269,8 +270,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
                           f'splits {",".join(config.splits)} (check the paths and --splits)')
     _save_settings(config, settings)
     jobs = _split_jobs(config, counts)
-    if config.runner == 'beam':
-        from preprocess import beam_writer  # imports apache_beam only for this runner
+    if beam_writer:
         split_stats = beam_writer.write_splits(
             jobs, config.output_dir, config.beam_options, max_side=config.max_side,
             jpeg_quality=config.jpeg_quality, strict=config.strict, progress=config.progress)
@@ -283,6 +283,21 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     manifest = _manifest(config, split_stats, time.time() - start, flag_values)
     files.write_json(os.path.join(config.output_dir, 'manifest.json'), manifest, indent=1, default=str)
     return manifest
+
+
+def _beam_writer(options: Tuple[str, ...]):
+    """preprocess.beam_writer, imported (with Apache Beam) only for ``runner='beam'``."""
+    try:
+        from preprocess import beam_writer
+    except ModuleNotFoundError as e:
+        if e.name != 'apache_beam':
+            raise
+        raise ConfigError('--runner=beam needs Apache Beam: pip install -r requirements-beam.txt') from None
+    try:
+        beam_writer.check_options(options)
+    except ValueError as e:
+        raise ConfigError(f'--beam_pipeline_options: {e}') from None
+    return beam_writer
 
 
 def _split_jobs(config: Config, counts: Dict[str, int]) -> Dict[str, Tuple[Callable, int, int]]:

@@ -22,6 +22,11 @@ at most ``max_in_flight`` items are between the reader and the writer, and memor
 flat whatever the dataset size. Items may be lazy (any object with ``to_raw_item()``,
 e.g. ``synthetic.SyntheticSpec``, ``negatives.CropItem``): they are materialized in the
 worker, so pixels never pass through the main process.
+
+The shard assignment (``assign``), the per-item work (``encode_job``), the counting
+(``count_result``) and the finishing of a shard (``finish_shard``) are shared with
+preprocess/beam_writer.py, which runs them on Apache Beam and writes the same files.
+Paths go through tf.io.gfile, so ``out_dir`` may be ``gs://``.
 """
 
 import dataclasses

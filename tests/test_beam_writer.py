@@ -91,7 +91,7 @@ class BeamWriterTest(tf.test.TestCase):
                                    'negatives_generated', 'negatives_crops'}, sources)
         # Same items, same shard of each, same order: the same files, byte for byte.
         self.assertEqual(_shard_bytes(out), _shard_bytes(self.local))
-        self.assertFalse(os.path.exists(os.path.join(out, beam_writer.BEAM_DIR)))
+        self.assertFalse(os.path.exists(os.path.join(out, beam_writer.BEAM_DIR)))  # the listing
 
     def test_rerun_writes_only_missing_shards_whichever_runner_wrote_the_rest(self):
         out = os.path.join(self.tmp, 'mixed')
@@ -106,11 +106,20 @@ class BeamWriterTest(tf.test.TestCase):
         self.assertEqual(reused, sum(_SHARDS.values()) - 2)
         self.assertEqual(_counts(manifest), _counts(self.local_manifest))
         self.assertEqual(_shard_bytes(out), _shard_bytes(self.local))
+        self.assertFalse(os.path.exists(os.path.join(out, 'train-00001-of-00003.tfrecord.tmp-dead')))
 
     def test_strict_stops_at_a_skipped_item(self):
         with self.assertRaisesRegex(shards.StrictError, 'malformed_annotation|missing_file|corrupt_image'):
             record_sources.make_records(self._config(os.path.join(self.tmp, 'strict'), runner='beam',
                                                      strict=True))
+
+    def test_bad_pipeline_options_are_one_line_before_any_work(self):
+        out = os.path.join(self.tmp, 'refused')
+        for options, message in ((('--runner=NoSuchRunner',), 'Unexpected pipeline runner: NoSuchRunner'),
+                                 (('--direct_num_workers=x',), "argument --direct_num_workers: invalid int value: 'x'")):
+            with self.assertRaisesRegex(record_sources.ConfigError, f'^--beam_pipeline_options: {message}$'):
+                record_sources.make_records(self._config(out, runner='beam', beam_options=options))
+        self.assertFalse(os.path.exists(out))
 
     def test_killed_run_rerun_gives_complete_output(self):
         out = os.path.join(self.tmp, 'killed')
@@ -138,6 +147,23 @@ class BeamWriterTest(tf.test.TestCase):
             manifest = json.load(f)
         self.assertEqual(_counts(manifest), _counts(self.local_manifest))
         self.assertEqual(_shard_bytes(out), _shard_bytes(self.local))
+        self.assertEmpty([n for n in os.listdir(out) if '.tmp' in n or n == beam_writer.BEAM_DIR])
+
+    def test_inputs_and_outputs_on_a_gfile_file_system_as_in_a_bucket(self):
+        # TensorFlow's in-memory ram:// stands in for gs://: only tf.io.gfile can reach it.
+        base = os.path.dirname(self.inputs['jsonl'])
+        for folder, _, names in os.walk(base):
+            for name in names:
+                target = 'ram://fixture/' + os.path.relpath(os.path.join(folder, name), base)
+                tf.io.gfile.makedirs(os.path.dirname(target))
+                tf.io.gfile.copy(os.path.join(folder, name), target, overwrite=True)
+        only_jsonl = dict(sources=('jsonl',), negative_fraction=0.0)
+        on_disk = record_sources.make_records(self._config(os.path.join(self.tmp, 'disk'), **only_jsonl))
+        in_ram = record_sources.make_records(self._config(
+            'ram://records', runner='beam', jsonl='ram://fixture/labels.jsonl', **only_jsonl))
+        self.assertEqual(json.dumps(_counts(in_ram)), json.dumps(_counts(on_disk)).replace(base, 'ram://fixture'))
+        self.assertEqual(in_ram['skipped'], {'malformed_annotation': 7, 'corrupt_image': 1, 'missing_file': 1})
+        self.assertTrue(tf.io.gfile.exists('ram://records/manifest.json'))
 
 
 class DefaultRunTest(tf.test.TestCase):
