@@ -87,8 +87,9 @@ def _items(args: dict):
 
 def _write(args: dict):
     """Writes the items into 4 train shards with the local writer or on Beam; returns the counts."""
-    from preprocess import beam_writer, shards  # imported by _child before its clock starts
+    from preprocess import shards  # imported by _child before its clock starts
     if args.get('beam'):
+        from preprocess import beam_writer
         options = ('--runner=DirectRunner', '--direct_running_mode=multi_processing',
                    f'--direct_num_workers={args["workers"]}')
         job = {'train': (lambda: _items(args), 4, args['num'] * args['repeat'])}
@@ -100,7 +101,9 @@ def _write(args: dict):
 
 def _child(args: dict):
     """One measurement in this process: prints a JSON line with time and peak RSS."""
-    from preprocess import beam_writer, shards  # noqa: F401  (TensorFlow's import is not timed)
+    from preprocess import shards  # noqa: F401  (TensorFlow's import is not timed)
+    if args.get('beam'):
+        from preprocess import beam_writer  # noqa: F401  (nor Beam's)
     start = time.time()
     stats = _write(args)
     seconds = time.time() - start
