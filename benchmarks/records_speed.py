@@ -1,8 +1,10 @@
-r"""Speed and memory of the shard writer (preprocess/shards.py). Not a test.
+r"""Speed and memory of the shard writers (preprocess/shards.py, preprocess/beam_writer.py). Not a test.
 
 Builds a dataset of real-looking JPEG files (synthetic faces written to disk with a
 labels.jsonl, or WIDER FACE with --wider_dir), then writes it as TFRecords:
   * 1 worker vs --workers workers: records/s;
+  * the same on Apache Beam's DirectRunner (make_records --runner=beam), 1 and 2 worker
+    processes: records/s beside the local writer's (the same shards, byte for byte);
   * synthetic generation alone, images/s on one core at 256 px;
   * the dataset once vs --repeat times (same files, new ids): peak RSS of the writer
     process and of its largest worker. With a bounded number of items in flight the
@@ -83,17 +85,32 @@ def _items(args: dict):
             yield item
 
 
+def _write(args: dict):
+    """Writes the items into 4 train shards with the local writer or on Beam; returns the counts."""
+    from preprocess import shards  # imported by _child before its clock starts
+    if args.get('beam'):
+        from preprocess import beam_writer
+        options = ('--runner=DirectRunner', '--direct_running_mode=multi_processing',
+                   f'--direct_num_workers={args["workers"]}')
+        job = {'train': (lambda: _items(args), 4, args['num'] * args['repeat'])}
+        return beam_writer.write_splits(job, args['out'], options, max_side=args['max_side'],
+                                        progress=False)['train']
+    return shards.write_shards(lambda: _items(args), args['out'], 'train', 4, num_workers=args['workers'],
+                               max_side=args['max_side'], progress=False)
+
+
 def _child(args: dict):
     """One measurement in this process: prints a JSON line with time and peak RSS."""
-    from preprocess import shards
+    from preprocess import shards  # noqa: F401  (TensorFlow's import is not timed)
+    if args.get('beam'):
+        from preprocess import beam_writer  # noqa: F401  (nor Beam's)
     start = time.time()
-    stats = shards.write_shards(lambda: _items(args), args['out'], 'train', 4, num_workers=args['workers'],
-                                max_side=args['max_side'], progress=False)
+    stats = _write(args)
     seconds = time.time() - start
     self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({'images': stats.images, 'seconds': seconds, 'writer_mb': self_kb / 1024,
-                      'worker_mb': child_kb / 1024 if args['workers'] > 1 else 0.0}))
+                      'worker_mb': child_kb / 1024 if args['workers'] > 1 or args.get('beam') else 0.0}))
 
 
 def _measure(args: dict) -> dict:
@@ -124,24 +141,29 @@ def main(argv):
         print(f'dataset: first {_NUM_IMAGES.value} WIDER FACE train images of {_WIDER_DIR.value}')
     big = f'{_REPEAT.value}x'
     runs = [('1x', 1, 1, False), ('1x', workers, 1, False), (big, 1, _REPEAT.value, False),
-            (big, workers, _REPEAT.value, False),
+            (big, workers, _REPEAT.value, False), (f'{big} beam', 1, _REPEAT.value, False),
+            (f'{big} beam', 2, _REPEAT.value, False),
             # In-memory pixels made by the writer process: what an unbounded imap would pile up.
             ('1x pixels', workers, 1, True), (f'{big} pixels', workers, _REPEAT.value, True)]
     rows = []
     for n, (label, w, repeat, pixels) in enumerate(runs):
         out = os.path.join(work, f'out{n}')
         rows.append((label, w, _measure({**args, 'workers': w, 'repeat': repeat, 'out': out,
-                                         'pixels': pixels})))
+                                         'pixels': pixels, 'beam': 'beam' in label})))
         subprocess.run(['rm', '-rf', out], check=False)
     print(f'\n| dataset | workers | images | seconds | records/s | writer peak RSS MB | worker peak RSS MB |')
     print('|---|---|---|---|---|---|---|')
     for label, w, r in rows:
         print(f'| {label} | {w} | {r["images"]} | {r["seconds"]:.1f} | {r["images"] / r["seconds"]:.1f} | '
               f'{r["writer_mb"]:.0f} | {r["worker_mb"]:.0f} |')
-    one, par, big_one, big_par, pix, big_pix = (r for _, _, r in rows)
+    one, par, big_one, big_par, beam_one, beam_two, pix, big_pix = (r for _, _, r in rows)
     rate = lambda r: r['images'] / r['seconds']  # noqa: E731
     print(f'\nrecords/s, {workers} workers vs 1: {rate(par) / rate(one):.2f}x on 1x, '
           f'{rate(big_par) / rate(big_one):.2f}x on {big}')
+    print(f'records/s on Beam (DirectRunner) vs the local writer, {big}: '
+          f'{rate(beam_one) / rate(big_one):.2f}x with 1 worker, {rate(beam_two) / rate(big_par):.2f}x '
+          f'with 2 (local: {workers}); Beam 2 workers vs 1: '
+          f'{rate(beam_two) / rate(beam_one):.2f}x')
     print(f'writer peak RSS {big} vs 1x: {big_one["writer_mb"] / one["writer_mb"]:.2f}x (1 worker), '
           f'{big_par["writer_mb"] / par["writer_mb"]:.2f}x ({workers} workers); '
           f'worker peak RSS: {big_par["worker_mb"] / max(par["worker_mb"], 1e-9):.2f}x; '

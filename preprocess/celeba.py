@@ -44,6 +44,7 @@ from typing import Dict, Iterator, Tuple, Union
 
 import numpy as np
 
+from preprocess import files
 from preprocess.items import RawItem, SkipItem
 
 PARTITION_SPLITS = {'0': 'train', '1': 'val', '2': 'test'}
@@ -75,10 +76,10 @@ def read_table(path: str, num_values: int, header_start: str) -> _Table:
       {image name: ([num_values] float64, 'path:line')} with a SkipItem in place of the
       tuple for a malformed row. Raises FileNotFoundError / ValueError (wrong header).
     """
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise FileNotFoundError(f'CelebA: missing annotation file {path}')
     table: _Table = {}
-    with open(path, 'r', encoding='utf-8', errors='replace') as f:
+    with files.open_text(path) as f:
         lines = f.read().splitlines()
     if len(lines) < 2 or not lines[1].split() or lines[1].split()[0] != header_start:
         raise ValueError(f'CelebA: {path}:2: expected a header starting with '
@@ -103,9 +104,9 @@ def read_table(path: str, num_values: int, header_start: str) -> _Table:
 
 def _partition(path: str) -> Iterator[Union[Tuple[str, str, str], SkipItem]]:
     """Yields (name, split, origin) or SkipItem, in file order."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise FileNotFoundError(f'CelebA: missing partition file {path}')
-    with open(path, 'r', encoding='utf-8', errors='replace') as f:
+    with files.open_text(path) as f:
         for line_no, text in enumerate(f, 1):
             tokens = text.split()
             if not tokens:

@@ -20,6 +20,7 @@ from typing import Iterator, List, Tuple, Union
 
 import numpy as np
 
+from preprocess import files
 from preprocess.items import SkipItem
 
 MALFORMED = 'malformed_annotation'
@@ -59,7 +60,7 @@ def parse_counted_blocks(path: str, num_fields: int,
 
     Line numbers are 1-based. Blank lines are ignored. Blocks come out in file order.
     """
-    with open(path, 'r', encoding='utf-8', errors='replace') as f:
+    with files.open_text(path) as f:
         lines: List[Tuple[int, str]] = [(i + 1, t.strip()) for i, t in enumerate(f)]
     lines = [(n, t) for n, t in lines if t]
     i = 0

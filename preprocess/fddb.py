@@ -27,6 +27,7 @@ from typing import Iterator, Union
 import numpy as np
 from absl import logging
 
+from preprocess import files
 from preprocess.counted_blocks import parse_counted_blocks
 from preprocess.items import RawItem, SkipItem
 
@@ -66,7 +67,7 @@ def read_items(root: str, height_scale: float = 1.0) -> Iterator[Union[RawItem, 
       RawItem with source_id 'fddb/<path>.jpg', boxes_xywh [N, 4] pixels, split by fold,
       origin '<fold file>:<line>'; or SkipItem for malformed annotation blocks.
     """
-    folds = [k for k in range(1, NUM_FOLDS + 1) if os.path.exists(fold_path(root, k))]
+    folds = [k for k in range(1, NUM_FOLDS + 1) if files.exists(fold_path(root, k))]
     if not folds:
         raise FileNotFoundError(f'FDDB: no FDDB-fold-NN-ellipseList.txt under '
                                 f'{os.path.join(root, "FDDB-folds")}')

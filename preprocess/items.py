@@ -22,7 +22,6 @@ Repair rules (documented once, here):
 
 import dataclasses
 import io
-import os
 from typing import Optional
 
 import numpy as np
@@ -30,6 +29,7 @@ from PIL import Image, ImageOps
 
 from data import boxes as box_lib
 from data.features import FaceRecord, encode_jpeg
+from preprocess import files
 
 
 # File endings read as images when a folder is scanned (detect.py, folder negatives).
@@ -43,6 +43,9 @@ class SkipItem(Exception):
         super().__init__(f'{reason}: {detail}')
         self.reason = reason
         self.detail = detail
+
+    def __reduce__(self):  # pickles (to workers) with both arguments, not the joined message
+        return SkipItem, (self.reason, self.detail)
 
 
 @dataclasses.dataclass
@@ -74,11 +77,10 @@ class RawItem:
 
 def load_rgb(path: str) -> np.ndarray:
     """Reads an image file as displayed (EXIF applied) into uint8 RGB. Raises SkipItem."""
-    if not os.path.exists(path):
+    if not files.exists(path):
         raise SkipItem('missing_file', f'{path}: no such file')
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
+        data = files.read_bytes(path)
         image = Image.open(io.BytesIO(data))
         image.load()  # forces a full decode so truncated files fail here
         image = ImageOps.exif_transpose(image)

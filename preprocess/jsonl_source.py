@@ -32,6 +32,7 @@ from typing import Iterator, Optional, Union
 
 import numpy as np
 
+from preprocess import files
 from preprocess.items import RawItem, SkipItem
 from preprocess.splits import SPLITS, split_by_hash
 
@@ -137,10 +138,10 @@ def read_items(manifest_path: str, source_name: Optional[str] = None,
     """
     if box_adjust is not None:
         box_adjust = check_box_adjust(box_adjust)
-    base_dir = os.path.dirname(os.path.abspath(manifest_path))
+    base_dir = os.path.dirname(files.absolute(manifest_path))
     if source_name is None:
         source_name = os.path.basename(base_dir)
-    with open(manifest_path, 'r', encoding='utf-8') as f:
+    with files.open_text(manifest_path) as f:
         for line_no, text in enumerate(f, 1):
             text = text.strip()
             if not text:

@@ -2,8 +2,13 @@ r"""Turns face datasets into TFRecord shards plus a manifest.
 
 Usage (from the repository root):
 
-  # the embedded synthetic dataset (no download): ~2000 train + 200 val images
+  # the embedded synthetic dataset (no download): 2000 train + 200 val images into
+  # out/records/synthetic; no flags at all runs the same (configs/synthetic.flags)
   python preprocess/make_records.py --flagfile=configs/synthetic.flags
+
+  # the same on Apache Beam (DirectRunner here; Dataflow, Flink or Spark by options, BUILD.md)
+  python preprocess/make_records.py --flagfile=configs/synthetic.flags --runner=beam \
+      --beam_pipeline_options='--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing'
 
   # WIDER FACE train/val with 10% face-free images (generated + crops of the photos)
   python preprocess/make_records.py --source=wider --wider_dir=/data/wider_face \
@@ -25,6 +30,7 @@ shards; an item id found in train and in an evaluation split stops the run. Nega
 """
 
 import os
+import shlex
 import sys
 
 # Runnable as a script from the repo root (there is no setup.py): make `data`, `preprocess` importable.
@@ -75,6 +81,13 @@ _NEGATIVES = flags.DEFINE_list('negatives', ['generated'], 'Kinds of negatives: 
 _NEGATIVES_DIR = flags.DEFINE_string('negatives_dir', None, 'Folder of face-free photos (kind "folder").')
 _STRICT = flags.DEFINE_boolean('strict', False, 'Any skipped item is an error (exit 1, naming the item).')
 _PROGRESS = flags.DEFINE_boolean('progress', True, 'Print a progress line every ~2 s.')
+_RUNNER = flags.DEFINE_enum(
+    'runner', 'local', record_sources.RUNNERS, 'local: --num_workers processes on this machine; '
+    'beam: an Apache Beam pipeline (preprocess/beam_writer.py), same shards and manifest.')
+_BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
+    'beam_pipeline_options', '', '--runner=beam: Beam pipeline arguments, e.g. '
+    '"--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing" '
+    'or "--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp".')
 
 _SHOWN_PROBLEMS = 10
 
@@ -93,7 +106,8 @@ def _config() -> record_sources.Config:
         synthetic_max_side=_SYNTHETIC_MAX_SIDE.value,
         synthetic_negative_fraction=_SYNTHETIC_NEGATIVE_FRACTION.value,
         negative_fraction=_NEGATIVE_FRACTION.value, negatives=tuple(_NEGATIVES.value),
-        negatives_dir=_NEGATIVES_DIR.value, strict=_STRICT.value, progress=_PROGRESS.value)
+        negatives_dir=_NEGATIVES_DIR.value, strict=_STRICT.value, progress=_PROGRESS.value,
+        runner=_RUNNER.value, beam_options=tuple(shlex.split(_BEAM_PIPELINE_OPTIONS.value)))
 
 
 def _flag_values() -> dict:
@@ -134,6 +148,11 @@ def _fail(message: str):
     sys.exit(2)
 
 
+_DEFAULT_FLAGFILE = os.path.join(_REPO_ROOT, 'configs', 'synthetic.flags')
+
 if __name__ == '__main__':
-    flags.mark_flag_as_required('output_dir')
+    if len(sys.argv) == 1:
+        print(f'no flags given: writing the embedded synthetic set ({_DEFAULT_FLAGFILE}) '
+              'into out/records/synthetic')
+        sys.argv.append(f'--flagfile={_DEFAULT_FLAGFILE}')
     app.run(main)

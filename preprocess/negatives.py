@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from preprocess import backgrounds
+from preprocess import files
 from preprocess import items as items_lib
 from preprocess import synthetic
 from preprocess.items import IMAGE_EXTENSIONS, RawItem, SkipItem
@@ -200,8 +201,8 @@ def folder_negatives(folder: str, split_rule: Callable[[str], str]) -> Iterator[
       bad manifest line, and SkipItem('not_face_free', ...) for an entry with boxes.
     """
     manifest = os.path.join(folder, 'labels.jsonl')
-    if os.path.exists(manifest):
-        with open(manifest, encoding='utf-8') as f:
+    if files.exists(manifest):
+        with files.open_text(manifest) as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -218,8 +219,8 @@ def folder_negatives(folder: str, split_rule: Callable[[str], str]) -> Iterator[
                 yield _folder_item(folder, rel, split_rule, where)
         return
     names = []
-    for root, _, files in os.walk(folder):
-        names += [os.path.relpath(os.path.join(root, n), folder) for n in files
+    for root, _, names_here in files.walk(folder):
+        names += [os.path.relpath(os.path.join(root, n), folder) for n in names_here
                   if n.lower().endswith(IMAGE_EXTENSIONS)]
     for rel in sorted(names):
         yield _folder_item(folder, rel, split_rule, os.path.join(folder, rel))

@@ -1,7 +1,9 @@
 """What make_records.py does, as a library: sources registry, splits, negatives, manifest.
 
 ``make_records(config)`` takes a ``Config`` (make_records.py fills it from flags; tests
-build one directly) and writes every requested split with ``shards.write_shards``.
+build one directly), describes each requested split's items once (``_split_jobs``) and
+hands them to a runner: ``shards.write_shards`` (local processes, ``runner='local'``) or
+``beam_writer.write_splits`` (Apache Beam, ``runner='beam'``). Both write the same shards.
 
 Sources are looked up in ``_REGISTRY`` and their modules imported only when used, so a
 missing optional dependency (or a reader not written yet) only matters to whoever asks for
@@ -19,6 +21,7 @@ import os
 import time
 from typing import Callable, Dict, Iterable, Iterator, Optional, Tuple
 
+from preprocess import files
 from preprocess import jsonl_source
 from preprocess import negatives as negatives_lib
 from preprocess import shards
@@ -26,6 +29,7 @@ from preprocess import synthetic
 from preprocess.items import SkipItem
 
 EVAL_SPLITS = ('val', 'test')
+RUNNERS = ('local', 'beam')
 NEGATIVE_KINDS = ('generated', 'crops', 'folder')
 _NEGATIVE_SPLITS = ('train', 'val')
 
@@ -63,6 +67,8 @@ class Config:
     negatives_dir: Optional[str] = None
     strict: bool = False
     progress: bool = True
+    runner: str = 'local'
+    beam_options: Tuple[str, ...] = ()  # Beam pipeline arguments, e.g. ('--runner=DirectRunner',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +134,8 @@ def _check(config: Config):
     """Raises ConfigError for anything that would fail later, before any work."""
     if not config.output_dir:
         raise ConfigError('--output_dir is required (e.g. --output_dir=out/records/synthetic)')
+    if config.runner not in RUNNERS:
+        raise ConfigError(f'--runner={config.runner}: choose from {", ".join(RUNNERS)}')
     if not config.sources:
         raise ConfigError(f'--source is empty; choose from {", ".join(SOURCE_NAMES)}')
     for name in config.sources:
@@ -138,7 +146,7 @@ def _check(config: Config):
             path, flag = getattr(config, spec.path_field), _FLAG_OF[spec.path_field]
             if not path:
                 raise ConfigError(f'--source={name} needs {flag}=<{spec.expects}>')
-            if not os.path.exists(path):
+            if not files.exists(path):
                 raise ConfigError(f'{flag}={path} does not exist; point it at {spec.expects}')
     bad = [s for s in config.splits if s not in config.num_shards]
     if bad or not config.splits:
@@ -156,7 +164,7 @@ def _check(config: Config):
         if 'folder' in config.negatives:
             if not config.negatives_dir:
                 raise ConfigError('--negatives=folder needs --negatives_dir=<a folder of face-free photos>')
-            if not os.path.isdir(config.negatives_dir):
+            if not files.isdir(config.negatives_dir):
                 raise ConfigError(f'--negatives_dir={config.negatives_dir} is not a folder')
     if config.jsonl_box_adjust is not None:
         try:
@@ -251,6 +259,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     _check(config)
     for name in config.sources:
         _module(name)  # fail early if a reader is missing
+    beam_writer = _beam_writer(config.beam_options) if config.runner == 'beam' else None
     settings = _check_same_settings(config)
     try:
         counts, _ = _scan(config)
@@ -260,8 +269,44 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
         raise ConfigError(f'nothing to write: sources {",".join(config.sources)} have no item in '
                           f'splits {",".join(config.splits)} (check the paths and --splits)')
     _save_settings(config, settings)
+    jobs = _split_jobs(config, counts)
+    if beam_writer:
+        split_stats = beam_writer.write_splits(
+            jobs, config.output_dir, config.beam_options, max_side=config.max_side,
+            jpeg_quality=config.jpeg_quality, strict=config.strict, progress=config.progress)
+    else:
+        split_stats = {split: shards.write_shards(
+            make_items, config.output_dir, split, num_shards, num_workers=config.num_workers,
+            max_side=config.max_side, jpeg_quality=config.jpeg_quality, strict=config.strict,
+            progress=config.progress, expected_items=expected)
+            for split, (make_items, num_shards, expected) in jobs.items()}
+    manifest = _manifest(config, split_stats, time.time() - start, flag_values)
+    files.write_json(os.path.join(config.output_dir, 'manifest.json'), manifest, indent=1, default=str)
+    return manifest
 
-    split_stats = {}
+
+def _beam_writer(options: Tuple[str, ...]):
+    """preprocess.beam_writer, imported (with Apache Beam) only for ``runner='beam'``."""
+    try:
+        from preprocess import beam_writer
+    except ModuleNotFoundError as e:
+        if e.name != 'apache_beam':
+            raise
+        raise ConfigError('--runner=beam needs Apache Beam: pip install -r requirements-beam.txt') from None
+    try:
+        beam_writer.check_options(options)
+    except ValueError as e:
+        raise ConfigError(f'--beam_pipeline_options: {e}') from None
+    return beam_writer
+
+
+def _split_jobs(config: Config, counts: Dict[str, int]) -> Dict[str, Tuple[Callable, int, int]]:
+    """The one description of the work both runners do: split -> (make_items, shards, items).
+
+    ``make_items()`` yields the split's items in a fixed order on every call: its
+    positives (each source's reader), then its negatives.
+    """
+    jobs = {}
     for n, split in enumerate(config.splits):
         def make_items(split=split, first=(n == 0)):
             # Reader SkipItems have no split: they are counted with the first split only.
@@ -269,21 +314,14 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
                          if (first if isinstance(i, SkipItem) else i.split == split))
             return itertools.chain(positives, _negatives(config, split, counts.get(split, 0)))
 
-        split_stats[split] = shards.write_shards(
-            make_items, config.output_dir, split, config.num_shards[split],
-            num_workers=config.num_workers, max_side=config.max_side,
-            jpeg_quality=config.jpeg_quality, strict=config.strict, progress=config.progress,
-            expected_items=counts.get(split, 0) + _num_negatives(config, split, counts.get(split, 0)))
-    manifest = _manifest(config, split_stats, time.time() - start, flag_values)
-    path = os.path.join(config.output_dir, 'manifest.json')
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-        json.dump(manifest, f, indent=1, sort_keys=False, default=str)
-    os.replace(path + '.tmp', path)
-    return manifest
+        positives = counts.get(split, 0)
+        jobs[split] = (make_items, config.num_shards[split],
+                       positives + _num_negatives(config, split, positives))
+    return jobs
 
 
 # Config fields that do not change what the shards hold.
-_NOT_CONTENT = ('output_dir', 'splits', 'num_workers', 'strict', 'progress')
+_NOT_CONTENT = ('output_dir', 'splits', 'num_workers', 'strict', 'progress', 'runner', 'beam_options')
 SETTINGS_FILE = 'settings.json'
 
 
@@ -296,9 +334,8 @@ def _check_same_settings(config: Config):
     current = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_CONTENT}
     current = json.loads(json.dumps(current, default=str))
     path = os.path.join(config.output_dir, shards.STATS_DIR, SETTINGS_FILE)
-    if os.path.exists(path):
-        with open(path, encoding='utf-8') as f:
-            saved = json.load(f)
+    if files.exists(path):
+        saved = json.loads(files.read_text(path))
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             details = '; '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
@@ -311,11 +348,7 @@ def _check_same_settings(config: Config):
 def _save_settings(config: Config, settings: dict):
     """Saves the settings before the first shard is written (after every input check, so a
     run that fails on bad flags leaves nothing that would refuse the corrected rerun)."""
-    path = os.path.join(config.output_dir, shards.STATS_DIR, SETTINGS_FILE)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
-        json.dump(settings, f, indent=1)
-    os.replace(path + '.tmp', path)
+    files.write_json(os.path.join(config.output_dir, shards.STATS_DIR, SETTINGS_FILE), settings, indent=1)
 
 
 def _manifest(config: Config, split_stats: Dict[str, shards.WriteStats], seconds: float,

@@ -22,20 +22,27 @@ at most ``max_in_flight`` items are between the reader and the writer, and memor
 flat whatever the dataset size. Items may be lazy (any object with ``to_raw_item()``,
 e.g. ``synthetic.SyntheticSpec``, ``negatives.CropItem``): they are materialized in the
 worker, so pixels never pass through the main process.
+
+The shard assignment (``assign``), the per-item work (``encode_job``), the counting
+(``count_result``) and the finishing of a shard (``finish_shard``) are shared with
+preprocess/beam_writer.py, which runs them on Apache Beam and writes the same files.
+Paths go through tf.io.gfile, so ``out_dir`` may be ``gs://``.
 """
 
 import dataclasses
 import functools
-import glob
 import json
 import multiprocessing
 import os
 import sys
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import tensorflow as tf
 
 from data import features
+from preprocess import files
 from preprocess import items as items_lib
 from preprocess.items import SkipItem
 
@@ -123,13 +130,25 @@ class WriteStats:
         return cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
 
 
+def assign(items: Iterable, num_shards: int) -> Iterator[Tuple[int, object]]:
+    """(shard, item) for a split's item stream: item k goes to shard k % num_shards (k
+    counts items, not SkipItems); a reader's SkipItem goes to shard 0. Both writers use it."""
+    k = 0
+    for item in items:
+        if isinstance(item, SkipItem):
+            yield 0, item
+        else:
+            yield k % num_shards, item
+            k += 1
+
+
 def _skip_message(item, skip: SkipItem) -> str:
     origin = getattr(item, 'origin', '') or getattr(item, 'source_id', '')
     return f'{origin}: {skip.detail}' if origin and origin not in skip.detail else skip.detail
 
 
-def _encode_job(job, max_side: int, jpeg_quality: int):
-    """Worker: (shard, item) -> a small tuple the main process can count and write.
+def encode_job(job, max_side: int, jpeg_quality: int):
+    """Worker: (shard, item) -> a small tuple the writer can count (count_result) and write.
 
     Returns ('record', shard, source_id, serialized, faces, ignored, dropped),
     ('skip', shard, source_id, reason, message) or ('end', shard).
@@ -146,28 +165,65 @@ def _encode_job(job, max_side: int, jpeg_quality: int):
         record, dropped = items_lib.encode_item(item, max_side=max_side, jpeg_quality=jpeg_quality)
     except SkipItem as skip:
         return ('skip', shard, source_id, skip.reason, _skip_message(item, skip))
-    data = features.to_example(record).SerializeToString()
+    data = features.to_example(record).SerializeToString(deterministic=True)  # same bytes on any worker
     return ('record', shard, source_id, data, record.num_faces, int(record.ignore.sum()), dropped)
 
 
-def _load_stats(out_dir: str, path: str) -> Optional[WriteStats]:
-    stats_path = os.path.join(out_dir, STATS_DIR, os.path.basename(path) + '.json')
-    if not os.path.exists(stats_path):
+def count_result(stats: WriteStats, result: tuple, strict: bool) -> Optional[bytes]:
+    """Counts an encode_job result ('record' or 'skip') into ``stats``; returns the
+    serialized record to write, or None for a skip. Raises StrictError (see write_shards)."""
+    if result[0] == 'skip':
+        _, _, source_id, reason, message = result
+        if strict and reason not in SOFT_REASONS:
+            raise StrictError(f'{source_id or "reader"}: {reason}: {message}')
+        stats.add_skip(reason, message)
         return None
-    with open(stats_path, encoding='utf-8') as f:
-        return WriteStats.from_dict(json.load(f))
+    _, _, source_id, data, faces, ignored, dropped = result
+    stats.add_record(source_of(source_id), faces, ignored, dropped)
+    return data
 
 
-def _save_stats(out_dir: str, path: str, stats: WriteStats):
-    stats_dir = os.path.join(out_dir, STATS_DIR)
-    os.makedirs(stats_dir, exist_ok=True)
-    final = os.path.join(stats_dir, os.path.basename(path) + '.json')
-    with open(final + '.tmp', 'w', encoding='utf-8') as f:
-        json.dump(stats.to_dict(), f)
-    os.replace(final + '.tmp', final)
+def _stats_path(out_dir: str, path: str) -> str:
+    return os.path.join(out_dir, STATS_DIR, os.path.basename(path) + '.json')
 
 
-class _Progress:
+def load_stats(out_dir: str, path: str) -> Optional[WriteStats]:
+    """The saved counts of the finished shard ``path``; None while it is not finished."""
+    stats_path = _stats_path(out_dir, path)
+    if not (tf.io.gfile.exists(path) and tf.io.gfile.exists(stats_path)):
+        return None
+    return WriteStats.from_dict(json.loads(files.read_text(stats_path)))
+
+
+def finish_shard(out_dir: str, path: str, tmp: str, stats: WriteStats):
+    """Saves a shard's counts, then renames its complete ``tmp`` file to ``path``."""
+    stats.shards = [path]
+    files.write_json(_stats_path(out_dir, path), stats.to_dict())
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def existing_shards(out_dir: str, split: str, num_shards: int) -> Tuple[WriteStats, List[int]]:
+    """The counts of a split's finished shards (from an earlier run) and the shards missing."""
+    tf.io.gfile.makedirs(out_dir)
+    paths = shard_paths(out_dir, split, num_shards)
+    total, missing = WriteStats(), []
+    for i, path in enumerate(paths):
+        saved = load_stats(out_dir, path)
+        if saved is None:
+            missing.append(i)  # no shard, or a shard without its counts: write it again
+        else:
+            saved.reused_shards = [path]
+            total.merge(saved)
+    stale = sorted(set(tf.io.gfile.glob(os.path.join(out_dir, f'{split}-*-of-*.tfrecord'))) - set(paths))
+    if stale:
+        print(f'warning: {out_dir} holds {len(stale)} {split} shards of another shard count '
+              f'(e.g. {stale[0]}); a file pattern {split}-* would read them too. Delete them.',
+              file=sys.stderr)
+    total.shards = list(paths)
+    return total, missing
+
+
+class Progress:
     """Prints 'files done, images/s, ETA' to stderr at most every PROGRESS_EVERY_S seconds."""
 
     def __init__(self, split: str, num_files: int, enabled: bool):
@@ -221,27 +277,12 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
     """
     if num_shards < 1:
         raise ValueError(f'num_shards must be >= 1, got {num_shards}')
-    os.makedirs(out_dir, exist_ok=True)
     paths = shard_paths(out_dir, split, num_shards)
-    total = WriteStats()
-    missing = []
-    for i, path in enumerate(paths):
-        saved = _load_stats(out_dir, path) if os.path.exists(path) else None
-        if saved is None:
-            missing.append(i)  # no shard, or a shard without its counts: write it again
-        else:
-            saved.reused_shards = [path]
-            total.merge(saved)
-    stale = sorted(set(glob.glob(os.path.join(out_dir, f'{split}-*-of-*.tfrecord'))) - set(paths))
-    if stale:
-        print(f'warning: {out_dir} holds {len(stale)} {split} shards of another shard count '
-              f'(e.g. {stale[0]}); a file pattern {split}-* would read them too. Delete them.',
-              file=sys.stderr)
+    total, missing = existing_shards(out_dir, split, num_shards)
     if not missing:
-        total.shards = list(paths)
         return total
 
-    meter = _Progress(split, num_shards, progress)
+    meter = Progress(split, num_shards, progress)
     meter.files_done = num_shards - len(missing)
     if expected_items is not None:
         meter.total_images = expected_items * len(missing) // num_shards
@@ -255,15 +296,10 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
     def jobs():
         for n_pass, shard in enumerate(missing):
             k = 0
-            for item in make_items():
-                if isinstance(item, SkipItem):
-                    if shard != 0:
-                        continue  # counted once, with shard 0
-                elif k % num_shards != shard:
-                    k += 1
+            for target, item in assign(make_items(), num_shards):
+                k += not isinstance(item, SkipItem)
+                if target != shard:
                     continue
-                else:
-                    k += 1
                 while gated and not gate.acquire(timeout=0.2):
                     if stop.is_set():
                         return
@@ -279,7 +315,7 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
                     return
             yield shard, _END
 
-    encode = functools.partial(_encode_job, max_side=max_side, jpeg_quality=jpeg_quality)
+    encode = functools.partial(encode_job, max_side=max_side, jpeg_quality=jpeg_quality)
     pool = None
     if num_workers > 1:
         method = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else None
@@ -290,33 +326,23 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
     else:
         results = map(encode, jobs())
 
-    import tensorflow as tf  # deferred: only the writer needs the TF runtime
     writer, stats = None, WriteStats()
     try:
         for result in results:
             if gated:
                 gate.release()
-            kind, shard = result[0], result[1]
-            if kind == 'skip':
-                _, _, source_id, reason, message = result
-                if strict and reason not in SOFT_REASONS:
-                    raise StrictError(f'{source_id or "reader"}: {reason}: {message}')
-                stats.add_skip(reason, message)
-            elif kind == 'record':
-                _, _, source_id, data, faces, ignored, dropped = result
-                if writer is None:
-                    writer = tf.io.TFRecordWriter(paths[shard] + '.tmp')
-                writer.write(data)
-                stats.add_record(source_of(source_id), faces, ignored, dropped)
-                meter.images += 1
-            else:  # 'end': shard complete
-                if writer is None:  # a shard that got no item is still written, empty
-                    writer = tf.io.TFRecordWriter(paths[shard] + '.tmp')
+            shard = result[1]
+            if writer is None:  # a shard that got no item is still written, empty
+                writer = tf.io.TFRecordWriter(paths[shard] + '.tmp')
+            if result[0] != 'end':
+                data = count_result(stats, result, strict)
+                if data is not None:
+                    writer.write(data)
+                    meter.images += 1
+            else:  # shard complete
                 writer.close()
                 writer = None
-                stats.shards = [paths[shard]]
-                _save_stats(out_dir, paths[shard], stats)
-                os.replace(paths[shard] + '.tmp', paths[shard])
+                finish_shard(out_dir, paths[shard], paths[shard] + '.tmp', stats)
                 total.merge(stats)
                 stats = WriteStats()
                 meter.files_done += 1

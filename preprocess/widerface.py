@@ -30,6 +30,7 @@ from typing import Iterator, Sequence, Tuple, Union
 import numpy as np
 from absl import logging
 
+from preprocess import files
 from preprocess.counted_blocks import parse_counted_blocks
 from preprocess.items import RawItem, SkipItem
 
@@ -73,7 +74,7 @@ def read_items(root: str, splits: Sequence[str] = ('train', 'val')
       ignore [N] bool (invalid faces), attributes {name: [N] int64}, split as given,
       origin '<gt file>:<line>'; or SkipItem for malformed annotation blocks.
     """
-    present = [s for s in splits if os.path.exists(gt_path(root, s))]
+    present = [s for s in splits if files.exists(gt_path(root, s))]
     for s in splits:
         if s not in present:
             logging.warning('WIDER FACE: skipping split %r: no ground-truth file %s', s,

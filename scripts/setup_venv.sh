@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates .venv (once) and installs requirements.txt into it (again only when it changed).
+# Creates .venv (once) and installs requirements.txt into it, then each requirements file
+# given as an argument (e.g. requirements-beam.txt); a file is installed again only when it
+# changed (its hash is kept in .venv/.<name>.sha256).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -7,11 +9,13 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-stamp=.venv/.requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
-if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "== installing requirements.txt into .venv (TensorFlow is a large download: a few minutes)"
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.txt
-  echo "$want" > "$stamp"
-fi
+for file in requirements.txt "$@"; do
+  stamp=.venv/.$(basename "$file" .txt).sha256
+  want=$(sha256sum "$file" | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== installing $file into .venv (the first time: a few minutes, TensorFlow is large)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r "$file"
+    echo "$want" > "$stamp"
+  fi
+done
