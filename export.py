@@ -232,13 +232,20 @@ def load_source(model_dir, checkpoint):
     """(model, config, checkpoint path, landmarks trained, whether the model is folded) of a
     training directory (its network with batch norms) or of an export (its folded network,
     written again as it is; its facedet.json's checkpoint and landmarks carry over)."""
-    from training.checkpoints import is_export, landmarks_trained, load_export, load_trained
+    from training.checkpoints import (is_export, landmarks_trained, load_export, load_trained,
+                                      non_finite_weight)
     if is_export(model_dir):
         folded, config = load_export(model_dir)
         info = read_info(model_dir)
-        return folded, config, info.get('checkpoint'), info.get('landmarks', True), True
-    model, config, path = load_trained(model_dir, checkpoint)
-    return model, config, path, landmarks_trained(path), False
+        source = folded, config, info.get('checkpoint'), info.get('landmarks', True), True
+    else:
+        model, config, path = load_trained(model_dir, checkpoint)
+        source = model, config, path, landmarks_trained(path), False
+    bad = non_finite_weight(source[0])
+    if bad:
+        raise ValueError(f'{source[2] or model_dir}: weight {bad} holds NaN or inf; export '
+                         'an earlier checkpoint (--checkpoint=PATH) or retrain')
+    return source
 
 
 def main(argv):

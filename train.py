@@ -95,6 +95,15 @@ _INIT_FROM = flags.DEFINE_string(
     'flags widen (more channels, same layers; it starts computing what the earlier one '
     'did). Network flags not given take the source\'s values. Ignored when --model_dir has '
     'checkpoints to resume.')
+_BAD_RECORDS = flags.DEFINE_enum(
+    'bad_records', 'skip', ['skip', 'stop'], 'A damaged training shard (a corrupt or '
+    'truncated record): skip its unreadable part and go on, counting the records left out '
+    '(printed, and faults/lost_records in TensorBoard), or stop with a checkpoint saved. '
+    'Either way the shard and the byte offset are named.')
+_MAX_BAD_STEPS = flags.DEFINE_integer(
+    'max_bad_steps', 20, 'Stop (exit status 1, the last good checkpoint kept) after this many '
+    'steps in a row whose loss or gradients are not finite (their updates are skipped) or '
+    'whose loss exploded (1,000x the median of the good steps before).', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):
@@ -201,6 +210,7 @@ def _train():
         val_min_face=_VAL_MIN_FACE.value,
         val_image_size=_VAL_IMAGE_SIZE.value, val_max_side=_VAL_MAX_SIDE.value,
         ema_decay=_EMA_DECAY.value, data_service=_DATA_SERVICE.value,
+        bad_records=_BAD_RECORDS.value, max_bad_steps=_MAX_BAD_STEPS.value,
         init_from=_INIT_FROM.value, seed=_SEED.value))
 
 

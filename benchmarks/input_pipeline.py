@@ -10,7 +10,7 @@ Stages (each includes the ones above it; all read the same shards):
 | read | TFRecordDataset over the shards, interleaved as build_dataset reads them |
 | decode | + parse + full JPEG decode (tf.io.decode_jpeg): the baseline |
 | crop | + data.pipeline.crops: records parsed and windows drawn 64 at a time, then per image only the window's part decoded, resized, padded, mirrored |
-| full | training.loop.training_crops, exactly what train.py iterates (+ shuffle, batch, faces moved into the crops) |
+| full | training.train_input.training_crops, exactly what train.py iterates (+ shuffle, batch, faces moved into the crops) |
 | step_input | the input work done inside the train step per batch, on this CPU: colour jitter + target assignment (data.augment.photometric, model.targets.for_batch) |
 
 Each stage runs with 1 thread (tf.data private thread pool of 1) and with all cores, in
@@ -90,7 +90,7 @@ def _stage(name, threads):
     """(dataset, images per element) of one stage."""
     import tensorflow as tf
     from data import features, pipeline
-    from training import loop
+    from training import train_input
     s = _settings()
     files = pipeline.list_shards(s.train_records)
     if name == 'read':
@@ -102,7 +102,7 @@ def _stage(name, threads):
         return _summarized(pipeline.crops(_records(files, threads), s.config.image_size, True,
                                           s.crop_range)), SUMMARY_BATCH
     if name == 'full':
-        return _with_threads(loop.training_crops(s, s.batch_size, seed=0), threads), s.batch_size
+        return _with_threads(train_input.training_crops(s, s.batch_size, seed=0), threads), s.batch_size
     raise ValueError(name)
 
 
@@ -154,8 +154,8 @@ def _rates(threads, rounds, images):
 
 
 def _held_batches(s, images):
-    from training import loop
-    return loop.training_crops(s, s.batch_size, seed=1).take(max(2, images // s.batch_size // 4))
+    from training import train_input
+    return train_input.training_crops(s, s.batch_size, seed=1).take(max(2, images // s.batch_size // 4))
 
 
 def _one_thread_rates():

@@ -8,7 +8,7 @@ on and off, and each batch size, it builds the network of --model (the shipped m
 by default) and times the very step train.py runs (training.loop.make_train_step: colour
 jitter, target assignment, loss, update, weight average) twice: on one batch held in memory
 and repeated (what the device can do), and on the real input pipeline
-(training.loop.training_crops over --records). ``input_bound`` = real / memory: 1.0 means
+(training.train_input.training_crops over --records). ``input_bound`` = real / memory: 1.0 means
 the pipeline keeps up; lower means the device waits for input. Prints the device it ran on.
 """
 
@@ -47,11 +47,11 @@ def _device():
 
 def _time(train_step, iterator, warmup, steps):
     for _ in range(warmup):
-        train_step(next(iterator))['loss'].numpy()
+        train_step(next(iterator))[0]['loss'].numpy()
     start = time.perf_counter()
     for _ in range(steps):
-        out = train_step(next(iterator))
-    out['loss'].numpy()
+        terms, _ = train_step(next(iterator))
+    terms['loss'].numpy()
     return time.perf_counter() - start
 
 
@@ -59,7 +59,7 @@ def _row(precision, jit, batch, config):
     """(memory img/s, pipeline img/s) of the train step."""
     import keras
     import tensorflow as tf
-    from training import loop
+    from training import loop, train_input
     keras.mixed_precision.set_dtype_policy(precision)
     s = loop.TrainSettings(train_records=_RECORDS.value, model_dir='', config=config,
                            batch_size=batch, precision=precision, jit_compile=jit,
@@ -67,8 +67,8 @@ def _row(precision, jit, batch, config):
     strategy = tf.distribute.get_strategy()
     state = loop._build_state(s)
     real = strategy.distribute_datasets_from_function(
-        lambda ctx: loop.training_crops(s, batch, seed=0, input_context=ctx))
-    held = next(iter(loop.training_crops(s, batch, seed=0)))
+        lambda ctx: train_input.training_crops(s, batch, seed=0, input_context=ctx))
+    held = next(iter(train_input.training_crops(s, batch, seed=0)))
     memory = strategy.distribute_datasets_from_function(
         lambda ctx: tf.data.Dataset.from_tensors(held).repeat())
     train_step = loop.make_train_step(s, strategy, state, real.element_spec)

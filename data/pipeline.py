@@ -48,7 +48,7 @@ PLAN_BATCH = 64
 
 def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buffer=1000,
                   seed=None, scale_range=(0.3, 2.0), repeat=None, input_context=None,
-                  min_face_px=augment.MIN_FACE_PX):
+                  min_face_px=augment.MIN_FACE_PX, readable=None):
     """Builds the training or validation dataset.
 
     Args:
@@ -62,6 +62,8 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buf
       input_context: tf.distribute.InputContext, to shard files across input pipelines.
       min_face_px: faces smaller than this in a training crop are marked ignore (neither face
         nor background; data/augment.py).
+      readable: {shard path: records} for damaged shards (data/shard_damage.py): only their
+        first records are read.
 
     Returns:
       A dataset of dicts: ``image`` [B, S, S, 3] uint8, ``boxes`` [B, N, 4] normalized yxyx,
@@ -70,13 +72,15 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buf
       (at least MIN_FACE_SLOTS), so a compiled step sees few shapes.
     """
     files = list_shards(file_pattern)
-    ds = tf.data.Dataset.from_tensor_slices(files)
+    limits = [(readable or {}).get(f, -1) for f in files]  # -1: all of it
+    ds = tf.data.Dataset.from_tensor_slices((files, tf.constant(limits, tf.int64)))
     if input_context and input_context.num_input_pipelines > 1:
         ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
     if is_training:
         ds = ds.shuffle(len(files), seed=seed)
     # Interleave reads several shards at once, so one shuffle buffer mixes their images.
-    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
+    ds = ds.interleave(lambda path, limit: tf.data.TFRecordDataset(path).take(limit),
+                       cycle_length=min(4, len(files)),
                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=not is_training)
     if is_training:
         # Shuffle serialized records (small) rather than decoded images (large).

@@ -46,6 +46,14 @@ def find_checkpoint(model_dir, which='best'):
     return path
 
 
+def non_finite_weight(model):
+    """The path of a floating-point weight of model holding NaN or inf, or None."""
+    for w in model.weights:
+        if tf.as_dtype(w.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(w))):
+            return w.path
+    return None
+
+
 def load_config(model_dir):
     config_path = os.path.join(model_dir, CONFIG_FILE)
     if not os.path.exists(config_path):

@@ -8,7 +8,6 @@ average precision with the project's own decoding path.
 import dataclasses
 import json
 import os
-import time
 from typing import Optional, Tuple
 
 import keras
@@ -22,8 +21,10 @@ from model import losses
 from model import targets as target_lib
 from model.detector import DetectorConfig, build_detector
 from training import checkpoints
-from training import data_service
 from training import devices
+from training import progress as progress_lib
+from training import divergence
+from training import train_input
 from training import validation
 
 # Batches of training crops whose statistics an export's unfolded batch norms take
@@ -63,6 +64,8 @@ class TrainSettings:
     ema_warmup: int = 1000       # the decay ramps up over about this many steps
     init_from: Optional[str] = None  # model_dir of an earlier run: start from its weights
     data_service: Optional[str] = None  # grpc://host:port of a tf.data service dispatcher
+    bad_records: str = 'skip'    # a damaged shard: 'skip' its unreadable part, or 'stop'
+    max_bad_steps: int = 20      # non-finite (or exploded) steps in a row that stop the run
     seed: int = 0
 
 
@@ -77,35 +80,6 @@ def _optimizer(s: TrainSettings):
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
-
-
-class _Progress:
-    """Prints step, losses, images/s and ETA."""
-
-    def __init__(self, total_steps, batch_size):
-        self.total, self.batch = total_steps, batch_size
-        self.t0 = self.step0 = None
-
-    def start(self, step):
-        """Starts the clock after the first step, so tracing time is not counted as speed."""
-        if self.t0 is None:
-            self.t0, self.step0 = time.time(), step
-
-    def line(self, step, terms):
-        elapsed = max(time.time() - self.t0, 1e-9)
-        rate = (step - self.step0) / elapsed
-        eta = (self.total - step) / rate if rate > 0 else float('inf')
-        parts = ' '.join(f'{k} {v:.4f}' for k, v in terms.items() if k != 'num_positive')
-        return (f'step {step}/{self.total} {parts} | {rate * self.batch:.1f} img/s | '
-                f'ETA {_duration(eta)}')
-
-
-def _duration(seconds):
-    if not np.isfinite(seconds):
-        return '?'
-    m, s = divmod(int(seconds), 60)
-    h, m = divmod(m, 60)
-    return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 
 @dataclasses.dataclass
@@ -150,18 +124,14 @@ def train(s: TrainSettings):
     if start_step >= s.train_steps:
         print(f'already trained to step {start_step} (--train_steps={s.train_steps})', flush=True)
 
-    def dataset_fn(ctx):
-        return training_crops(s, ctx.get_per_replica_batch_size(s.batch_size),
-                              s.seed + start_step, ctx)
-
-    dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    train_step = make_train_step(s, strategy, state, dataset.element_spec)
+    batches = train_input.TrainInput(s, strategy, s.seed + start_step)
+    train_step = make_train_step(s, strategy, state, batches.dataset.element_spec)
     # Validation runs outside the distributed step, on the chief only; the other workers wait
     # for it at their next collective.
     validate = None
     if s.val_records and is_chief:
         validate = validation.make_validator(state.ema_model or state.model, s)
-    metrics = _run(s, state, train_step, iter(dataset), validate, is_chief)
+    metrics = _run(s, state, train_step, batches, validate, is_chief)
     print(f'checkpoints: {state.manager.directory}  tensorboard --logdir={s.model_dir}', flush=True)
     return metrics
 
@@ -188,10 +158,7 @@ def _build_state(s: TrainSettings):
 
 def _resume_or_init(s: TrainSettings, state: _State):
     """Restores the chief's latest checkpoint, or else starts from --init_from's weights."""
-    resume_from = tf.train.latest_checkpoint(os.path.join(s.model_dir, 'checkpoints'))
-    if resume_from:
-        _restore(resume_from, state)
-        print(f'resumed from {resume_from} at step {int(state.step.numpy())}', flush=True)
+    if _resume(os.path.join(s.model_dir, 'checkpoints'), state):
         return
     if not s.init_from:
         return
@@ -200,12 +167,36 @@ def _resume_or_init(s: TrainSettings, state: _State):
         # The statistics of training crops, which training-mode batch norm normalizes, for
         # the export's unfolded norms: jittered as the train step jitters them.
         crops = [augment.photometric(b['image']) for b in
-                 training_crops(s, s.batch_size, s.seed).take(CALIBRATION_BATCHES)]
+                 train_input.training_crops(s, s.batch_size, s.seed).take(CALIBRATION_BATCHES)]
     source = checkpoints.init_weights(s.init_from, s.config, state.model, state.ema_model,
                                       image_batches=crops)
     unfolded = (f' (an export: batch norms unfolded with the statistics of '
                 f'{sum(len(c) for c in crops)} training crops)' if crops else '')
     print(f'starting from the weights of {source}{unfolded}', flush=True)
+
+
+def _resume(directory, state: _State):
+    """Restores the newest readable checkpoint in directory; returns whether one was.
+
+    A checkpoint cut short (a full disk, a copy that stopped) is reported and the one
+    before it taken; a run killed while saving never lists the one it was writing.
+    """
+    listed = tf.train.get_checkpoint_state(directory)
+    for path in reversed(list(listed.all_model_checkpoint_paths) if listed else []):
+        if not os.path.isabs(path):
+            path = os.path.join(directory, path)
+        try:
+            _restore(path, state)
+        except (tf.errors.OpError, ValueError, AssertionError) as e:
+            print(f'checkpoint {path} cannot be read ({str(e).strip().splitlines()[0][:200]}): '
+                  'trying the one before it', flush=True)
+            continue
+        print(f'resumed from {path} at step {int(state.step.numpy())}', flush=True)
+        return True
+    if listed and listed.all_model_checkpoint_paths:
+        raise ValueError(f'no checkpoint in {directory} can be read: move it away to start '
+                         'over, or restore it from a copy')
+    return False
 
 
 def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
@@ -231,42 +222,67 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
             if scaled:
                 loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
-        optimizer.apply(tape.gradient(loss, variables), variables)
-        return terms, tf.reduce_sum(targets['landmark_weight'])
+        grads = tape.gradient(loss, variables)
+        applied = _all_finite(terms['loss'], None if scaled else grads)
+        # An update from a non-finite loss or gradient would make every weight NaN: it is
+        # skipped and counted (training/divergence.py). Loss scaling skips steps whose
+        # scaled float16 gradients overflow on its own, and lowers the scale.
+        tf.cond(applied, lambda: optimizer.apply(grads, variables), lambda: None)
+        return terms, tf.reduce_sum(targets['landmark_weight']), applied
 
     @tf.function(jit_compile=s.jit_compile, input_signature=[element_spec])
     def train_step(batch):
-        terms, labelled = strategy.run(step_fn, args=(batch,))
-        state.step.assign_add(1)
-        state.landmark_points.assign_add(
-            strategy.reduce(tf.distribute.ReduceOp.SUM, labelled, axis=None))
-        if state.ema_model is not None:
-            ema_update(state.ema_model, model, state.step, s.ema_decay, s.ema_warmup)
-        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
-                for k, v in terms.items()}
+        terms, labelled, applied = strategy.run(step_fn, args=(batch,))
+        applied = strategy.experimental_local_results(applied)[0]  # the replicas agree
+        if applied:
+            state.step.assign_add(1)
+            state.landmark_points.assign_add(
+                strategy.reduce(tf.distribute.ReduceOp.SUM, labelled, axis=None))
+            if state.ema_model is not None:
+                ema_update(state.ema_model, model, state.step, s.ema_decay, s.ema_warmup)
+        terms = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None)
+                 for k, v in terms.items()}
+        return terms, applied
 
     return train_step
 
 
-def _run(s: TrainSettings, state: _State, train_step, iterator, validate, is_chief):
+def _all_finite(loss, grads):
+    """Whether the loss (and grads, when given) are finite on every replica."""
+    finite = tf.math.is_finite(loss)
+    if grads is not None:
+        finite &= tf.math.is_finite(tf.linalg.global_norm([g for g in grads if g is not None]))
+    bad = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
+    return bad == 0.0
+
+
+def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chief):
     """Steps to s.train_steps with progress lines, summaries, checkpoints and validation."""
     if is_chief:
         writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
         val_writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'val'))
     else:
         writer = val_writer = tf.summary.create_noop_writer()
-    progress = _Progress(s.train_steps, s.batch_size)
+    progress = progress_lib.Progress(s.train_steps, s.batch_size)
+    guard = divergence.DivergenceGuard(s.max_bad_steps)
     metrics = {}
     current = int(state.step.numpy())
     try:
         while current < s.train_steps:
-            terms = train_step(next(iterator))
+            terms, applied = train_step(batches.next(current))
             current = int(state.step.numpy())
             progress.start(current)
+            line = guard.check(current, float(terms['loss']), bool(applied))
+            if line:
+                print(line, flush=True)
+            if not applied or guard.in_a_row:
+                continue  # no logs, checkpoints or validation of a diverging step
             if current % s.log_every == 0 or current == s.train_steps:
-                _log(current, terms, progress, writer, state.optimizer)
+                _log(current, terms, progress, writer, state.optimizer,
+                     {'skipped_steps': guard.skipped, 'lost_records': batches.lost_records})
             if current % s.checkpoint_every == 0:
-                state.manager.save(checkpoint_number=current)
+                _save(state.manager, state, current)
             if validate and (current % s.steps_per_epoch == 0 or current == s.train_steps):
                 metrics = validate()
                 print(f'validation at step {current}: ' +
@@ -274,43 +290,48 @@ def _run(s: TrainSettings, state: _State, train_step, iterator, validate, is_chi
                 with val_writer.as_default(step=current):
                     for k, v in metrics.items():
                         tf.summary.scalar(f'val/{k}', v)
-                _keep_best(state.best_manager, s.model_dir, current, metrics)
+                _keep_best(state, s.model_dir, current, metrics)
     except KeyboardInterrupt:
-        state.manager.save(checkpoint_number=int(state.step.numpy()))
+        _save(state.manager, state, int(state.step.numpy()))
         print(f'\ninterrupted: saved step {int(state.step.numpy())}; rerun the same command to '
               'resume', flush=True)
         raise
+    except train_input.DamagedShards:
+        _save(state.manager, state, current)  # the weights are good; only the input stopped
+        raise
+    except divergence.Diverged as e:
+        kept = state.manager.latest_checkpoint or 'none was written before'
+        raise divergence.Diverged(f'{e}: {kept}') from None
     latest = state.manager.latest_checkpoint
-    if latest is None or not latest.endswith(f'-{current}'):
-        state.manager.save(checkpoint_number=current)
+    if not guard.in_a_row and (latest is None or not latest.endswith(f'-{current}')):
+        _save(state.manager, state, current)
     writer.flush()
     val_writer.flush()
     return metrics
 
 
-def _log(step, terms, progress, writer, optimizer):
-    """Prints a progress line and writes the loss terms and learning rate to TensorBoard."""
+def _save(manager, state: _State, step):
+    """Saves a checkpoint unless the weights are not finite (then the last good one stays)."""
+    bad = checkpoints.non_finite_weight(state.model) or (
+        state.ema_model and checkpoints.non_finite_weight(state.ema_model))
+    if bad:
+        print(f'step {step}: weight {bad} is not finite: no checkpoint written, the last good '
+              'one is kept', flush=True)
+        return None
+    return manager.save(checkpoint_number=step)
+
+
+def _log(step, terms, progress, writer, optimizer, counts):
+    """Prints a progress line; writes the loss terms, learning rate and counts (skipped
+    steps, records left out of damaged shards) to TensorBoard."""
     values = {k: float(v) for k, v in terms.items()}
-    if not np.isfinite(values['loss']):
-        raise FloatingPointError(f'loss became {values["loss"]} at step {step}')
     print(progress.line(step, values), flush=True)
     with writer.as_default(step=step):
         for k, v in values.items():
             tf.summary.scalar(f'loss/{k}' if k != 'num_positive' else k, v)
         tf.summary.scalar('learning_rate', _learning_rate(optimizer))
-
-
-def training_crops(s: TrainSettings, batch_size, seed, input_context=None):
-    """The training dataset as train.py iterates it: crops and their faces, batched; with
-    s.data_service, produced by the tf.data service's workers (training/data_service.py)."""
-    cfg = s.config
-    ds = pipeline.build_dataset(
-        s.train_records, batch_size, cfg.image_size, True, shuffle_buffer=s.shuffle_buffer,
-        seed=seed, scale_range=s.crop_range, input_context=input_context,
-        min_face_px=s.train_min_face)
-    if s.data_service:
-        ds = data_service.distribute(ds, s.data_service)
-    return ds
+        for k, v in counts.items():
+            tf.summary.scalar(f'faults/{k}', v)
 
 
 def _restore(path, state: _State):
@@ -369,14 +390,18 @@ def _learning_rate(optimizer):
     return float(lr.numpy() if hasattr(lr, 'numpy') else lr)
 
 
-def _keep_best(best_manager, model_dir, step, metrics):
-    """Keeps a copy of the checkpoint with the best validation AP (or loss without AP)."""
+def _keep_best(state: _State, model_dir, step, metrics):
+    """Keeps a copy of the checkpoint with the best validation AP (or loss without AP);
+    never one with a non-finite metric or weight."""
     path = os.path.join(model_dir, 'best', 'best.json')
     key, sign = ('ap50', 1.0) if 'ap50' in metrics else ('loss', -1.0)
+    if not all(np.isfinite(v) for v in metrics.values()):
+        return
     if os.path.exists(path):
         with open(path) as f:
             previous = json.load(f)
         if key in previous and sign * metrics[key] <= sign * previous[key]:
             return
-    best_manager.save(checkpoint_number=step)
+    if _save(state.best_manager, state, step) is None:
+        return
     checkpoints.write_text(path, json.dumps({'step': step, **metrics}))

@@ -1,0 +1,276 @@
+"""Faults during training, each injected: damaged shards, divergence, kills, checkpoints cut
+short, non-finite weights at export (RELIABILITY.md lists them)."""
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from data import shard_damage
+from model.detector import DetectorConfig
+from preprocess import shards
+from tests import cli
+from tests import fixtures
+from training import checkpoints
+from training import divergence
+from training import loop
+
+
+def _damage(path, offset_fraction=0.5, garbage=160):
+    """Writes garbage bytes into the middle of a file, as a bad disk or copy would."""
+    data = bytearray(open(path, 'rb').read())
+    at = int(len(data) * offset_fraction)
+    data[at:at + garbage] = np.random.RandomState(0).bytes(garbage)
+    with open(path, 'wb') as f:
+        f.write(bytes(data))
+
+
+def _truncate(path, fraction=0.6):
+    data = open(path, 'rb').read()
+    with open(path, 'wb') as f:
+        f.write(data[:int(len(data) * fraction)])
+
+
+def _count(path):
+    return sum(1 for _ in tf.data.TFRecordDataset(path).ignore_errors())
+
+
+class ShardDamageTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp()
+        pattern = fixtures.write_tiny_shards(self.dir, fixtures.random_records(12), 'train', 2)
+        self.files = sorted(tf.io.gfile.glob(pattern))
+
+    def test_intact_shards_have_no_damage(self):
+        self.assertEqual(shard_damage.scan(self.files), [])
+
+    def test_garbage_and_truncation_are_located(self):
+        _damage(self.files[0])
+        _truncate(self.files[1])
+        found = {d.path: d for d in shard_damage.scan(self.files)}
+        self.assertEqual(set(found), set(self.files))
+        for path, d in found.items():
+            self.assertLess(d.readable, 6)
+            self.assertEqual(d.readable, _count(path))
+            self.assertIsNotNone(d.offset)
+            self.assertIn(os.path.basename(path), d.describe())
+            self.assertNotIn('function_node', d.describe())
+
+    def test_records_lost_come_from_the_shards_counts(self):
+        os.makedirs(os.path.join(self.dir, shards.STATS_DIR))
+        stats_path = os.path.join(self.dir, shards.STATS_DIR, os.path.basename(self.files[0]) + '.json')
+        with open(stats_path, 'w') as f:
+            json.dump(shards.WriteStats(images=6).to_dict(), f)
+        _damage(self.files[0])
+        d = shard_damage.scan_shard(self.files[0])
+        self.assertEqual(d.written, 6)
+        self.assertEqual(d.lost, 6 - d.readable)
+        self.assertIn(f'{d.lost} of its 6 records cannot be read', d.describe())
+
+
+class DivergenceGuardTest(tf.test.TestCase):
+
+    def test_non_finite_steps_are_counted_and_stop_the_run(self):
+        guard = divergence.DivergenceGuard(max_bad_steps=3)
+        self.assertIsNone(guard.check(1, 2.0, True))
+        self.assertIn('update skipped', guard.check(2, float('nan'), False))
+        guard.check(3, float('inf'), False)
+        with self.assertRaisesRegex(divergence.Diverged, '3 bad steps in a row'):
+            guard.check(4, float('nan'), False)
+        self.assertEqual(guard.skipped, 3)
+
+    def test_exploding_loss_warns_once_and_counts_as_bad(self):
+        guard = divergence.DivergenceGuard(max_bad_steps=10)
+        for step in range(1, 6):
+            guard.check(step, 2.0, True)
+        warning = guard.check(6, 5000.0, True)
+        self.assertIn('2500x the median', warning)
+        self.assertIsNone(guard.check(7, 6000.0, True))  # once per run of bad steps
+        self.assertEqual(guard.in_a_row, 2)
+        self.assertEqual(guard.skipped, 0)  # finite: applied, but bad
+
+    def test_a_few_good_steps_do_not_end_a_run_of_bad_ones(self):
+        guard = divergence.DivergenceGuard(max_bad_steps=4)
+        guard.check(1, 1.0, True)
+        guard.check(2, 500.0, True)
+        guard.check(3, 1.0, True)     # one good step between bad ones
+        guard.check(4, 500.0, True)
+        guard.check(5, 500.0, True)
+        with self.assertRaises(divergence.Diverged):
+            guard.check(6, 500.0, True)
+
+    def test_recovery_after_enough_good_steps(self):
+        guard = divergence.DivergenceGuard(max_bad_steps=3)
+        guard.check(1, 1.0, True)
+        guard.check(2, 500.0, True)
+        for step in range(3, 3 + divergence.RECOVERED):
+            guard.check(step, 1.0, True)
+        self.assertEqual(guard.in_a_row, 0)
+
+
+class TrainStepTest(tf.test.TestCase):
+
+    def test_non_finite_loss_applies_no_update(self):
+        pattern = fixtures.write_tiny_shards(tempfile.mkdtemp(),
+                                             fixtures.random_records(8), 'train', 1)
+        s = loop.TrainSettings(train_records=pattern, model_dir='', batch_size=4,
+                               config=DetectorConfig(image_size=64), warmup_steps=1)
+        strategy = tf.distribute.get_strategy()
+        state = loop._build_state(s)
+        dataset = loop.train_input.training_crops(s, 4, seed=0)
+        step = loop.make_train_step(s, strategy, state, dataset.element_spec)
+        batch = next(iter(dataset))
+        _, applied = step(batch)
+        self.assertTrue(bool(applied))
+        kernel = state.model.trainable_variables[0]
+        kernel.assign(tf.fill(kernel.shape, np.nan))
+        before = [w.numpy() for w in state.model.trainable_variables[1:]]
+        ema_before = [w.numpy() for w in state.ema_model.weights]
+        iterations = int(state.optimizer.iterations.numpy())
+        terms, applied = step(batch)
+        self.assertFalse(bool(applied))
+        self.assertEqual(int(state.step.numpy()), 1)
+        self.assertEqual(int(state.optimizer.iterations.numpy()), iterations)
+        for w, b in zip(state.model.trainable_variables[1:], before):
+            np.testing.assert_array_equal(w.numpy(), b)
+        for w, b in zip(state.ema_model.weights, ema_before):
+            np.testing.assert_array_equal(w.numpy(), b)
+
+
+class TrainFaultsTest(tf.test.TestCase):
+    """train.py end to end on tiny shards."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.dir = tempfile.mkdtemp()
+        cls.records = os.path.join(cls.dir, 'rec')
+        fixtures.write_tiny_shards(cls.records, fixtures.random_records(16), 'train', 2)
+        cls.val = fixtures.write_tiny_shards(cls.records, fixtures.random_records(4, seed=9),
+                                             'val', 1)
+
+    def _records_copy(self, name):
+        copy = os.path.join(self.dir, name)
+        shutil.copytree(self.records, copy)
+        return copy, sorted(tf.io.gfile.glob(os.path.join(copy, 'train-*')))
+
+    def _train(self, model_dir, train_glob, *extra):
+        return cli.run('train.py', '--flagfile=configs/smoke.flags', f'--train_records={train_glob}',
+                       f'--val_records={self.val}', f'--model_dir={model_dir}', *extra)
+
+    def _latest(self, model_dir):
+        return tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+
+    def test_damaged_shard_is_named_and_skipped_by_default(self):
+        copy, files = self._records_copy('skip')
+        _damage(files[0])
+        run = self._train(os.path.join(self.dir, 'skip_model'), os.path.join(copy, 'train-*'),
+                          '--train_steps=6', '--steps_per_epoch=6')
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        self.assertIn(files[0], run.stdout)
+        self.assertRegex(run.stdout, r'corrupted record at \d+, after \d+ good records')
+        self.assertIn('--bad_records=skip', run.stdout)
+        self.assertIn('step 6/6', run.stdout)
+        self.assertNotIn('Traceback', run.stderr)
+
+    def test_damaged_shard_stops_the_run_with_its_name_when_asked(self):
+        copy, files = self._records_copy('stop')
+        _truncate(files[1])
+        model_dir = os.path.join(self.dir, 'stop_model')
+        run = self._train(model_dir, os.path.join(copy, 'train-*'), '--train_steps=20',
+                          '--steps_per_epoch=20', '--checkpoint_every=100', '--bad_records=stop')
+        self.assertEqual(run.returncode, 1, run.stdout[-3000:])
+        self.assertIn(files[1], run.stderr)
+        self.assertRegex(run.stderr, r'record at \d+')
+        self.assertIn('make_records.py', run.stderr)
+        self.assertNotIn('Traceback', run.stderr)
+        self.assertIsNotNone(self._latest(model_dir))  # the step it stopped at is saved
+
+    def test_divergence_stops_with_status_1_and_keeps_the_good_checkpoints(self):
+        model_dir = os.path.join(self.dir, 'diverge')
+        run = self._train(model_dir, os.path.join(self.records, 'train-*'), '--learning_rate=1e4',
+                          '--train_steps=40', '--steps_per_epoch=10', '--max_bad_steps=10')
+        self.assertEqual(run.returncode, 1, run.stdout[-3000:])
+        self.assertIn('training diverged: 10 bad steps in a row', run.stderr)
+        self.assertIn('warning: step', run.stdout)
+        latest = self._latest(model_dir)
+        step = int(latest.rsplit('-', 1)[1])
+        self.assertLess(step, 10)  # written before the loss exploded, none after
+        best = os.path.join(model_dir, 'best', 'best.json')
+        if os.path.exists(best):
+            self.assertTrue(all(np.isfinite(v) for v in json.load(open(best)).values()))
+        exported = cli.run('export.py', f'--model_dir={model_dir}', '--checkpoint=latest',
+                           f'--export_dir={os.path.join(self.dir, "diverge_export")}')
+        self.assertEqual(exported.returncode, 0, exported.stderr[-2000:])  # the kept one is finite
+
+    def test_export_refuses_non_finite_weights(self):
+        model_dir = os.path.join(self.dir, 'nan')
+        run = self._train(model_dir, os.path.join(self.records, 'train-*'))
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        # The averaged weights of its checkpoint, one kernel made NaN, as a checkpoint.
+        model, _, _ = checkpoints.load_trained(model_dir, 'latest')
+        model.trainable_variables[0].assign(tf.fill(model.trainable_variables[0].shape, np.nan))
+        tf.train.Checkpoint(ema=model).write(os.path.join(self.dir, 'nan_ckpt', 'ckpt'))
+        export_dir = os.path.join(self.dir, 'nan_export')
+        exported = cli.run('export.py', f'--model_dir={model_dir}',
+                           f'--checkpoint={os.path.join(self.dir, "nan_ckpt", "ckpt")}',
+                           f'--export_dir={export_dir}')
+        self.assertEqual(exported.returncode, 1)
+        self.assertIn('holds NaN or inf', exported.stderr)
+        self.assertFalse(os.path.exists(os.path.join(export_dir, 'saved_model.pb')))
+
+    def test_kill_9_mid_training_resumes_step_optimizer_and_average(self):
+        model_dir = os.path.join(self.dir, 'killed')
+        run = cli.start('train.py', '--flagfile=configs/smoke.flags',
+                        f'--train_records={os.path.join(self.records, "train-*")}',
+                        f'--model_dir={model_dir}', '--train_steps=100000', '--val_records=',
+                        '--log_every=1000')
+        deadline = time.time() + 300
+        while time.time() < deadline and run.poll() is None:
+            latest = self._latest(model_dir)
+            if latest and int(latest.rsplit('-', 1)[1]) >= 3:
+                break
+            time.sleep(0.2)
+        run.send_signal(signal.SIGKILL)
+        run.communicate()
+        killed_at = int(self._latest(model_dir).rsplit('-', 1)[1])
+        reader = tf.train.load_checkpoint(self._latest(model_dir))
+        saved_iterations = reader.get_tensor('optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE')
+        self.assertEqual(saved_iterations, killed_at)
+        rerun = self._train(model_dir, os.path.join(self.records, 'train-*'),
+                            f'--train_steps={killed_at + 2}', '--val_records=')
+        self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
+        self.assertIn(f'at step {killed_at}', rerun.stdout)
+        final = tf.train.load_checkpoint(self._latest(model_dir))
+        # The optimizer went on from its saved state (its count drives the learning-rate
+        # schedule), and the weight average was restored, not restarted from the weights.
+        self.assertEqual(final.get_tensor('optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE'),
+                         killed_at + 2)
+        self.assertEqual(final.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE'), killed_at + 2)
+
+    def test_checkpoint_cut_short_falls_back_to_the_one_before(self):
+        model_dir = os.path.join(self.dir, 'cut')
+        run = self._train(model_dir, os.path.join(self.records, 'train-*'), '--train_steps=3',
+                          '--val_records=')
+        self.assertEqual(run.returncode, 0, run.stderr[-3000:])
+        ckpt_dir = os.path.join(model_dir, 'checkpoints')
+        # A kill while saving step 4 leaves its temporary files, never listed ...
+        os.makedirs(os.path.join(ckpt_dir, 'ckpt-4_temp'))
+        with open(os.path.join(ckpt_dir, 'ckpt-4_temp', 'part-00000-of-00001.data-00000-of-00001'), 'wb') as f:
+            f.write(b'half')
+        # ... and a full disk cut the listed latest one short.
+        _truncate(os.path.join(ckpt_dir, 'ckpt-3.data-00000-of-00001'), 0.5)
+        rerun = self._train(model_dir, os.path.join(self.records, 'train-*'), '--train_steps=4',
+                            '--val_records=')
+        self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
+        self.assertIn('ckpt-3 cannot be read', rerun.stdout)
+        self.assertIn('resumed from', rerun.stdout)
+        self.assertIn('at step 2', rerun.stdout)
+        self.assertIn('step 4/4', rerun.stdout)

@@ -1,0 +1,60 @@
+"""Catching a run that diverges, before it writes checkpoints as if all were well.
+
+The train step applies no update whose loss or gradients are not finite (loop.make_train_step)
+and reports it. This guard counts bad steps: those, and steps whose loss exploded (over
+EXPLODED_FACTOR times the median of the good steps before, which warns). After
+``max_bad_steps`` in a row (a few good steps among them do not end the run of bad ones) the
+run stops with Diverged. The loop writes no checkpoint while
+bad steps go on, so the last one written is the last good one.
+"""
+
+import collections
+import math
+import statistics
+
+EXPLODED_FACTOR = 100.0  # a loss this many times the median of the good ones is a bad step
+WINDOW = 50              # losses the median is taken over
+RECOVERED = 5            # good steps in a row that end a run of bad ones
+
+
+class Diverged(ValueError):
+    """Training stopped: too many bad steps in a row."""
+
+
+class DivergenceGuard:
+
+    def __init__(self, max_bad_steps):
+        self.max_bad_steps = max_bad_steps
+        self.skipped = 0          # steps whose update was not applied, in this run
+        self.in_a_row = 0
+        self._recent = collections.deque(maxlen=WINDOW)
+        self._warned = False
+        self._good_run = 0
+
+    def check(self, step, loss, applied):
+        """Counts one step; returns a line to print (or None); raises Diverged."""
+        median = statistics.median(self._recent) if self._recent else None
+        ratio = loss / max(median, 1e-6) if median is not None and math.isfinite(loss) else 1.0
+        bad = not applied or ratio > EXPLODED_FACTOR
+        self.skipped += not applied
+        self._good_run = 0 if bad else self._good_run + 1
+        if bad:
+            self.in_a_row += 1
+        elif self._good_run >= RECOVERED:
+            self.in_a_row = 0
+        if not self.in_a_row:
+            self._recent.append(loss)
+        if self.in_a_row >= self.max_bad_steps:
+            raise Diverged(
+                f'training diverged: {self.in_a_row} bad steps in a row up to step {step} '
+                f'(loss {loss:.4g}: not finite, or over {EXPLODED_FACTOR:g}x the median of '
+                'the good steps before). Lower --learning_rate (or raise --warmup_steps) and '
+                'rerun in a new --model_dir. The last good checkpoint is kept')
+        if not applied:
+            return f'step {step}: loss or gradients not finite (loss {loss:.4g}): update skipped'
+        warn, self._warned = bad and not self._warned, bad
+        if warn:  # once until the loss comes back
+            return (f'warning: step {step} loss {loss:.4g} is {ratio:.0f}x the median of the '
+                    f'last {len(self._recent)} steps: the run may be diverging '
+                    '(--learning_rate too high?)')
+        return None
