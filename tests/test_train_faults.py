@@ -242,7 +242,7 @@ class TrainFaultsTest(tf.test.TestCase):
         run.communicate()
         killed_at = int(self._latest(model_dir).rsplit('-', 1)[1])
         reader = tf.train.load_checkpoint(self._latest(model_dir))
-        saved_iterations = reader.get_tensor('optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE')
+        saved_iterations = reader.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE')
         self.assertEqual(saved_iterations, killed_at)
         rerun = self._train(model_dir, os.path.join(self.records, 'train-*'),
                             f'--train_steps={killed_at + 2}', '--val_records=')
@@ -250,8 +250,9 @@ class TrainFaultsTest(tf.test.TestCase):
         self.assertIn(f'at step {killed_at}', rerun.stdout)
         final = tf.train.load_checkpoint(self._latest(model_dir))
         # The optimizer went on from its saved state (its count drives the learning-rate
-        # schedule), and the weight average was restored, not restarted from the weights.
-        self.assertEqual(final.get_tensor('optimizer/iterations/.ATTRIBUTES/VARIABLE_VALUE'),
+        # schedule); the rerun restored it, weights and average together (_restore asserts
+        # every saved object matched).
+        self.assertEqual(final.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE'),
                          killed_at + 2)
         self.assertEqual(final.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE'), killed_at + 2)
 

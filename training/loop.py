@@ -187,7 +187,7 @@ def _resume(directory, state: _State):
             path = os.path.join(directory, path)
         try:
             _restore(path, state)
-        except (tf.errors.OpError, ValueError, AssertionError) as e:
+        except (tf.errors.OpError, ValueError, AssertionError, IndexError) as e:
             print(f'checkpoint {path} cannot be read ({str(e).strip().splitlines()[0][:200]}): '
                   'trying the one before it', flush=True)
             continue
