@@ -103,7 +103,7 @@ _BAD_RECORDS = flags.DEFINE_enum(
 _MAX_BAD_STEPS = flags.DEFINE_integer(
     'max_bad_steps', 20, 'Stop (exit status 1, the last good checkpoint kept) after this many '
     'steps in a row whose loss or gradients are not finite (their updates are skipped) or '
-    'whose loss exploded (1,000x the median of the good steps before).', lower_bound=1)
+    'whose loss exploded (over 100x the median of the good steps before).', lower_bound=1)
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):
