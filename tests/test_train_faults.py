@@ -88,31 +88,43 @@ class DivergenceGuardTest(tf.test.TestCase):
 
     def test_exploding_loss_warns_once_and_counts_as_bad(self):
         guard = divergence.DivergenceGuard(max_bad_steps=10)
-        for step in range(1, 6):
+        for step in range(1, 1 + divergence.MIN_HISTORY):
             guard.check(step, 2.0, True)
-        warning = guard.check(6, 5000.0, True)
+        warning = guard.check(11, 5000.0, True)
         self.assertIn('2500x the median', warning)
-        self.assertIsNone(guard.check(7, 6000.0, True))  # once per run of bad steps
+        self.assertIsNone(guard.check(12, 6000.0, True))  # once per run of bad steps
         self.assertEqual(guard.in_a_row, 2)
         self.assertEqual(guard.skipped, 0)  # finite: applied, but bad
 
+    def test_the_first_steps_losses_never_count_as_exploded(self):
+        guard = divergence.DivergenceGuard(max_bad_steps=2)
+        guard.check(1, 0.001, True)
+        self.assertIsNone(guard.check(2, 2.0, True))  # 2000x, but one step is no history
+        self.assertEqual(guard.in_a_row, 0)
+
     def test_a_few_good_steps_do_not_end_a_run_of_bad_ones(self):
-        guard = divergence.DivergenceGuard(max_bad_steps=4)
-        guard.check(1, 1.0, True)
-        guard.check(2, 500.0, True)
-        guard.check(3, 1.0, True)     # one good step between bad ones
-        guard.check(4, 500.0, True)
-        guard.check(5, 500.0, True)
+        guard = self._warmed(max_bad_steps=4)
+        guard.check(11, 500.0, True)
+        guard.check(12, 1.0, True)     # one good step between bad ones
+        guard.check(13, 500.0, True)
+        guard.check(14, 500.0, True)
         with self.assertRaises(divergence.Diverged):
-            guard.check(6, 500.0, True)
+            guard.check(15, 500.0, True)
 
     def test_recovery_after_enough_good_steps(self):
-        guard = divergence.DivergenceGuard(max_bad_steps=3)
-        guard.check(1, 1.0, True)
-        guard.check(2, 500.0, True)
-        for step in range(3, 3 + divergence.RECOVERED):
+        guard = self._warmed(max_bad_steps=3)
+        guard.check(11, 500.0, True)
+        self.assertEqual(guard.in_a_row, 1)
+        for step in range(12, 12 + divergence.RECOVERED):
             guard.check(step, 1.0, True)
         self.assertEqual(guard.in_a_row, 0)
+
+    @staticmethod
+    def _warmed(max_bad_steps):
+        guard = divergence.DivergenceGuard(max_bad_steps)
+        for step in range(1, 1 + divergence.MIN_HISTORY):
+            guard.check(step, 1.0, True)
+        return guard
 
 
 class TrainStepTest(tf.test.TestCase):

@@ -14,6 +14,7 @@ import statistics
 
 EXPLODED_FACTOR = 100.0  # a loss this many times the median of the good ones is a bad step
 WINDOW = 50              # losses the median is taken over
+MIN_HISTORY = 10         # good steps seen before a loss can count as exploded
 RECOVERED = 5            # good steps in a row that end a run of bad ones
 
 
@@ -33,7 +34,8 @@ class DivergenceGuard:
 
     def check(self, step, loss, applied):
         """Counts one step; returns a line to print (or None); raises Diverged."""
-        median = statistics.median(self._recent) if self._recent else None
+        median = (statistics.median(self._recent) if len(self._recent) >= MIN_HISTORY
+                  else None)  # the first losses swing widely
         ratio = loss / max(median, 1e-6) if median is not None and math.isfinite(loss) else 1.0
         bad = not applied or ratio > EXPLODED_FACTOR
         self.skipped += not applied

@@ -227,7 +227,7 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
         # An update from a non-finite loss or gradient would make every weight NaN: it is
         # skipped and counted (training/divergence.py). Loss scaling skips steps whose
         # scaled float16 gradients overflow on its own, and lowers the scale.
-        tf.cond(applied, lambda: optimizer.apply(grads, variables), lambda: None)
+        _apply_if(applied, optimizer, grads, variables)
         return terms, tf.reduce_sum(targets['landmark_weight']), applied
 
     @tf.function(jit_compile=s.jit_compile, input_signature=[element_spec])
@@ -245,6 +245,27 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
         return terms, applied
 
     return train_step
+
+
+def _apply_if(applied, optimizer, grads, variables):
+    """optimizer.apply(grads, variables) where applied is true, from the replica context.
+
+    Under MirroredStrategy the update merges across replicas, which a tf.cond in the
+    replica context cannot hold: the condition then runs in the cross-replica context and
+    the update in each replica, as keras' LossScaleOptimizer does it.
+    """
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(applied, lambda: optimizer.apply(grads, variables), lambda: None)
+        return
+
+    def cross_replica(distribution, applied, grads):
+        def apply():
+            distribution.extended.call_for_each_replica(optimizer.apply,
+                                                        args=(grads, variables))
+        ok = distribution.experimental_local_results(applied)[0]  # the replicas agree
+        tf.cond(ok, apply, lambda: None)
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(applied, grads))
 
 
 def _all_finite(loss, grads):
