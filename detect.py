@@ -16,9 +16,9 @@ Every input gets exactly one line. An input that cannot be read gets
   {"image": "<path as given>", "error": "<what is wrong, naming no Python object>"}
 and no other key: no "boxes", so that nothing reads it as a photo without faces. Errors:
 "not an image (0 bytes)", "not an image (N bytes in no format PIL reads)", "truncated JPEG
-(...)", "W x H = P MP is over max_pixels=..." (--max_pixels, checked from the file's header
+(...)", "WxH = P MP is over max_pixels=..." (--max_pixels, checked from the file's header
 before decoding: a 30000x30000 PNG is refused without allocating its 2.7 GB), "no such file".
-Each is also printed to stderr, and the last line of output counts them:
+Each is also printed to stderr ("unreadable: <path>: <error>"), and the summary counts them:
   "N images, M unreadable (listed in <output>/detections.jsonl with an error); F faces ..."
 
 Exit status: 0 when at least one image was read (a folder with a few broken files is still
