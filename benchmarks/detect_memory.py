@@ -69,8 +69,8 @@ def main(argv):
     work = _WORK_DIR.value or tempfile.mkdtemp(prefix='detect_memory_')
     photos = write_photos(os.path.join(work, 'photos'), _NUM_PHOTOS.value, sizes)
     megabytes = sum(os.path.getsize(p) for p in photos) / len(photos) / 1e6
-    print(f'{len(photos)} photos of {", ".join(_SIZES.value)} ({megabytes:.1f} MB JPEGs) in {work}; '
-          f'model {_MODEL.value}')
+    print(f'{len(photos)} photos of {", ".join(_SIZES.value)} ({megabytes:.1f} MB JPEGs) '
+          f'in {work}; model {_MODEL.value}')
     one_dir = os.path.join(work, 'one')
     os.makedirs(one_dir, exist_ok=True)
     os.link(photos[0], os.path.join(one_dir, os.path.basename(photos[0])))
