@@ -10,7 +10,21 @@ Writes <output>/detections.jsonl, one line per image:
 (pixels of the image as displayed, EXIF rotation applied; no "landmarks" key when the
 model's facedet.json says its landmarks were never trained), and an annotated PNG per image
 (--max_pngs caps how many). Without --model, the pretrained default model is used when the
-project ships one (models/facedet_default). Unreadable images are reported and skipped.
+project ships one (models/facedet_default).
+
+Every input gets exactly one line. An input that cannot be read gets
+  {"image": "<path as given>", "error": "<what is wrong, naming no Python object>"}
+and no other key: no "boxes", so that nothing reads it as a photo without faces. Errors:
+"not an image (0 bytes)", "not an image (N bytes in no format PIL reads)", "truncated JPEG
+(...)", "WxH = P MP is over max_pixels=..." (--max_pixels, checked from the file's header
+before decoding: a 30000x30000 PNG is refused without allocating its 2.7 GB), "no such file".
+Each is also printed to stderr ("unreadable: <path>: <error>"), and the summary counts them:
+  "N images, M unreadable (listed in <output>/detections.jsonl with an error); F faces ..."
+
+Exit status: 0 when at least one image was read (a folder with a few broken files is still
+a finished run, and the broken ones are listed, not lost); 1 when none was (a wrong folder,
+a wrong --max_pixels), and 1 for a missing model or --input, as before. A script that must
+have every image can check for "error" lines in detections.jsonl.
 
 The export's network_int8.tflite (or network.tflite, float, when it has no int8 file) runs
 the network (TFLite with XNNPACK, faster than TensorFlow on a CPU: MODEL_CARD.md), inside
@@ -31,7 +45,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-from preprocess.items import IMAGE_EXTENSIONS  # noqa: E402
+from preprocess.items import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS  # noqa: E402
 
 DEFAULT_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'models',
                              'facedet_default')
@@ -54,6 +68,10 @@ _RUNTIME = flags.DEFINE_enum(
     "network: the export's network_int8.tflite (int8, the fastest on a CPU), network.tflite "
     '(float), the SavedModel, or auto: the first the export has.')
 _MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
+_MAX_PIXELS = flags.DEFINE_float(
+    'max_pixels', DEFAULT_MAX_PIXELS, 'Refuse images of more pixels than this (width x '
+    "height, read from the file's header before decoding), listing them as errors; the "
+    "default is PIL's decompression-bomb limit (179 MP).", lower_bound=1)
 
 flags.mark_flag_as_required('input')
 
@@ -113,14 +131,11 @@ def draw(pixels, result, path, threshold):
     image.save(path)
 
 
-def main(argv):
-    del argv
-    logging.set_verbosity(logging.WARNING)
-    model_dir = _MODEL.value or DEFAULT_MODEL
+def _load_model(model_dir):
+    """(signature, runtime name, passes, landmarks?) for --model; exits on a bad model."""
     try:
         from model import runtime
         from model.multiscale import parse_scales
-        images = list_images(_INPUT.value)
         if not os.path.exists(os.path.join(model_dir, 'saved_model.pb')):
             raise FileNotFoundError(
                 f'{model_dir} is not a SavedModel; export one with export.py and pass --model')
@@ -129,43 +144,78 @@ def main(argv):
         signature, runtime_name = runtime.load(model_dir, _RUNTIME.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'detect.py: error: {e}')
+    return signature, runtime_name, scales, model_has_landmarks(model_dir)
 
-    from model.multiscale import describe
+
+def detect_one(path, model, max_pixels):
+    """(JSONL line, pixels) for one input; pixels is None and the line holds only "image" and
+    "error" when the file cannot be read. One image is in memory at a time."""
     from preprocess.items import SkipItem, load_rgb
-    print(f'{model_dir} ({runtime_name}): {describe(scales)}')
-    landmarks = model_has_landmarks(model_dir)
-    os.makedirs(_OUTPUT.value, exist_ok=True)
-    jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')
-    faces = skipped = pngs = 0
+    signature, _, scales, landmarks = model
+    try:
+        pixels = load_rgb(path, max_pixels)
+    except SkipItem as e:
+        # The message without the path it starts with: that is the line's "image" already.
+        return {'image': path, 'error': e.detail.removeprefix(f'{path}: ')}, None
+    result = detections_for(signature, pixels, _SCORE_THRESHOLD.value, scales, landmarks)
+    return {'image': path, **result}, pixels
+
+
+def _png_path(path):
+    """<output>/<path relative to --input, folders joined by __>.png"""
+    base = _INPUT.value if os.path.isdir(_INPUT.value) else os.path.dirname(_INPUT.value)
+    name = os.path.splitext(os.path.relpath(path, base))[0]
+    return os.path.join(_OUTPUT.value, name.replace(os.sep, '__') + '.png')
+
+
+def run(images, model, jsonl_path):
+    """Writes one JSONL line per image, streaming; returns (unreadable, faces, pngs)."""
     draw_threshold = _DRAW_THRESHOLD.value
     if draw_threshold is None:
         draw_threshold = max(_SCORE_THRESHOLD.value, 0.5)
-    base = _INPUT.value if os.path.isdir(_INPUT.value) else os.path.dirname(_INPUT.value)
+    unreadable = faces = pngs = 0
     start = time.time()
     with open(jsonl_path, 'w') as out:
         for i, path in enumerate(images):
-            try:
-                pixels = load_rgb(path)
-            except SkipItem as e:
-                print(f'skipped {e.detail}', file=sys.stderr)
-                skipped += 1
+            line, pixels = detect_one(path, model, _MAX_PIXELS.value)
+            out.write(json.dumps(line) + '\n')
+            out.flush()  # lines written so far survive a crash or ^C
+            if pixels is None:
+                print(f'unreadable: {path}: {line["error"]}', file=sys.stderr)
+                unreadable += 1
                 continue
-            result = {'image': path, **detections_for(signature, pixels, _SCORE_THRESHOLD.value,
-                                                       scales, landmarks)}
-            out.write(json.dumps(result) + '\n')
-            faces += len(result['boxes'])
+            faces += len(line['boxes'])
             if pngs < _MAX_PNGS.value:
-                name = os.path.splitext(os.path.relpath(path, base))[0]
-                png = os.path.join(_OUTPUT.value, name.replace(os.sep, '__') + '.png')
-                draw(pixels, result, png, draw_threshold)
+                draw(pixels, line, _png_path(path), draw_threshold)
                 pngs += 1
+            del pixels  # the next image is decoded without this one still held
             if (i + 1) % 50 == 0:
                 rate = (i + 1) / (time.time() - start)
                 print(f'{i + 1}/{len(images)} images, {rate:.1f} images/s', file=sys.stderr)
-    print(f'{len(images) - skipped} images, {faces} faces at score >= {_SCORE_THRESHOLD.value}'
-          f'{f", {skipped} unreadable images skipped" if skipped else ""}')
+    return unreadable, faces, pngs
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    model_dir = _MODEL.value or DEFAULT_MODEL
+    try:
+        images = list_images(_INPUT.value)
+    except FileNotFoundError as e:
+        sys.exit(f'detect.py: error: {e}')
+    model = _load_model(model_dir)
+    from model.multiscale import describe
+    print(f'{model_dir} ({model[1]}): {describe(model[2])}')
+    os.makedirs(_OUTPUT.value, exist_ok=True)
+    jsonl_path = os.path.join(_OUTPUT.value, 'detections.jsonl')
+    unreadable, faces, pngs = run(images, model, jsonl_path)
+    print(f'{len(images)} images, {unreadable} unreadable (listed in {jsonl_path} with an '
+          f'error); {faces} faces at score >= {_SCORE_THRESHOLD.value}')
     print(f'detections: {jsonl_path}')
     print(f'annotated PNGs: {pngs} in {_OUTPUT.value}')
+    if unreadable == len(images):
+        sys.exit(f'detect.py: error: none of the {len(images)} images could be read '
+                 f'(see {jsonl_path})')
 
 
 if __name__ == '__main__':

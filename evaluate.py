@@ -87,6 +87,12 @@ def _report(pairing, skipped):
     """Warns about inputs that were not paired."""
     for msg in skipped:
         print(f'warning: skipped malformed label entry: {msg}', file=sys.stderr)
+    unread = [d for d in pairing.matched.values() if d.error]
+    for det in unread[:5]:
+        print(f'warning: {det.where}: detect.py could not read {det.image} ({det.error}); '
+              'its faces count as missed', file=sys.stderr)
+    if len(unread) > 5:
+        print(f'warning: ... and {len(unread) - 5} more unreadable images', file=sys.stderr)
     for name, entries in (('has no label', pairing.unlabelled),
                           ('matches several labelled images', pairing.ambiguous),
                           ('repeats an image already seen', pairing.duplicate)):
@@ -119,6 +125,8 @@ def main(argv):
     rows = [
         ('images (labelled)', first.num_images),
         ('  without detections (all missed)', len(pairing.missing)),
+        ('  unreadable by detect.py (all missed)',
+         sum(1 for d in pairing.matched.values() if d.error)),
         ('detection entries not counted',
          len(pairing.unlabelled) + len(pairing.ambiguous) + len(pairing.duplicate)),
         ('faces', first.num_faces),

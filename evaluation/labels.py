@@ -159,6 +159,7 @@ class Detections:
     boxes: np.ndarray
     scores: np.ndarray
     where: str
+    error: str = ''  # detect.py could not read the image: no boxes, its faces are missed
 
 
 def load_detections(path: str) -> List[Detections]:
@@ -174,7 +175,7 @@ def load_detections(path: str) -> List[Detections]:
             raise InputError(f'{where}: {len(boxes)} boxes but {len(scores)} scores')
         if not np.all(np.isfinite(scores)):
             raise InputError(f'{where}: "scores" holds a non-finite number')
-        out.append(Detections(obj['image'], boxes, scores, where))
+        out.append(Detections(obj['image'], boxes, scores, where, str(obj.get('error') or '')))
     return out
 
 

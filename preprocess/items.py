@@ -17,11 +17,18 @@ Repair rules (documented once, here):
   * Images larger than ``max_side`` on their long side are downscaled (boxes are
     normalized, so they need no change).
   * A missing file, an unreadable/truncated image: the item is skipped
-    (``missing_file`` / ``corrupt_image``).
+    (``missing_file`` / ``corrupt_image``), with a message naming the file and the problem
+    ("not an image (0 bytes)", "truncated JPEG (...)"), never a Python object repr.
+  * An image of more than ``max_pixels`` (width x height, read from its header before any
+    decoding) is skipped (``image_too_large``). This check replaces PIL's decompression-bomb
+    check (which warns above 89.5 MP, refuses above 179 MP with a message that names no
+    file, and caps what a caller may allow): ``DEFAULT_MAX_PIXELS`` is PIL's refusal limit,
+    so every image PIL accepted before is still accepted.
 """
 
 import dataclasses
 import io
+import re
 from typing import Optional
 
 import numpy as np
@@ -34,6 +41,15 @@ from preprocess import files
 
 # File endings read as images when a folder is scanned (detect.py, folder negatives).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+# PIL's own refusal limit (2 x Image.MAX_IMAGE_PIXELS, about 179 MP). load_rgb checks its
+# max_pixels itself, naming the file, so PIL's check is turned off (all of facedet's image
+# reading goes through load_rgb).
+DEFAULT_MAX_PIXELS = 178_956_970
+Image.MAX_IMAGE_PIXELS = None
+
+# '<_io.BytesIO object at 0x7f...>' and the like, which PIL puts in some of its messages.
+_OBJECT_REPR = re.compile(r'<[^<>]* at 0x[0-9a-fA-F]+>')
 
 
 class SkipItem(Exception):
@@ -75,18 +91,50 @@ class RawItem:
     attributes: Optional[dict] = None
 
 
-def load_rgb(path: str) -> np.ndarray:
-    """Reads an image file as displayed (EXIF applied) into uint8 RGB. Raises SkipItem."""
+def load_rgb(path: str, max_pixels: float = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Reads an image file as displayed (EXIF applied) into uint8 RGB. Raises SkipItem
+    (missing_file, corrupt_image, image_too_large) with a message naming the file."""
     if not files.exists(path):
         raise SkipItem('missing_file', f'{path}: no such file')
+    image = open_lazily(path, max_pixels)
     try:
-        data = files.read_bytes(path)
-        image = Image.open(io.BytesIO(data))
         image.load()  # forces a full decode so truncated files fail here
         image = ImageOps.exif_transpose(image)
     except Exception as e:  # PIL raises many types for bad files
-        raise SkipItem('corrupt_image', f'{path}: {type(e).__name__}: {e}') from None
+        raise SkipItem('corrupt_image', f'{path}: {_decode_problem(e, image.format)}') from None
     return to_rgb_array(image)
+
+
+def open_lazily(path: str, max_pixels: float = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Opens an image file, reading only its header; raises SkipItem for a file that is not
+    an image, or one of more than max_pixels (checked before anything is decoded)."""
+    try:
+        data = files.read_bytes(path)
+    except Exception as e:  # tf.io.gfile raises its own error types
+        raise SkipItem('corrupt_image',
+                       f'{path}: cannot read the file ({type(e).__name__})') from None
+    if not data:
+        raise SkipItem('corrupt_image', f'{path}: not an image (0 bytes)')
+    try:
+        image = Image.open(io.BytesIO(data))
+    except Exception:  # UnidentifiedImageError, or a header PIL cannot parse
+        raise SkipItem('corrupt_image',
+                       f'{path}: not an image ({len(data)} bytes in no format PIL reads)') from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise SkipItem('image_too_large',
+                       f'{path}: {width}x{height} = {width * height / 1e6:.0f} MP is over '
+                       f'max_pixels={max_pixels:.0f} ({max_pixels / 1e6:.0f} MP)')
+    return image
+
+
+def _decode_problem(error: Exception, image_format: Optional[str]) -> str:
+    """A short message for a decoding error: 'truncated JPEG (...)', 'unreadable PNG: ...'."""
+    text = _OBJECT_REPR.sub('the file', str(error))
+    if text.startswith('image file is truncated'):
+        detail = text[len('image file is truncated'):].strip()
+        return f'truncated {image_format or "image"}{f" {detail}" if detail else ""}'
+    return f'unreadable {image_format or "image"}: {type(error).__name__}: {text}'
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:

@@ -69,6 +69,31 @@ def _landmarks(value, n: int) -> Optional[np.ndarray]:
     return out
 
 
+def _decode(text: str):
+    """json.loads, raising _Malformed for every way a line can fail to decode."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _Malformed(f'invalid JSON ({e.msg})') from None
+    except ValueError:  # an integer of more than 4300 digits
+        raise _Malformed('invalid JSON (a number too long to read)') from None
+    except RecursionError:
+        raise _Malformed('invalid JSON (nested too deeply)') from None
+
+
+def _image_path(obj) -> str:
+    """The "image" string of a line; raises _Malformed when there is none or it is not a
+    path (a lone UTF-16 surrogate such as "\\ud800" cannot name a file)."""
+    image = obj.get('image') if isinstance(obj, dict) else None
+    if not isinstance(image, str) or not image:
+        raise _Malformed('expected an object with a non-empty "image" string')
+    try:
+        image.encode('utf-8')
+    except UnicodeEncodeError:
+        raise _Malformed('"image" is not valid Unicode (a lone surrogate escape)') from None
+    return image
+
+
 def check_box_adjust(box_adjust):
     """Returns box_adjust as 4 floats (dx, dy, sw, sh); raises ValueError when it is not."""
     try:
@@ -91,14 +116,12 @@ def adjust_boxes(boxes_xywh: np.ndarray, box_adjust) -> np.ndarray:
 def parse_line(obj, base_dir: str, source_name: str, val_fraction: float,
                box_adjust=None) -> RawItem:
     """One decoded JSON object -> RawItem (origin left empty). Raises ValueError."""
-    if not isinstance(obj, dict) or not isinstance(obj.get('image'), str) or not obj['image']:
-        raise _Malformed('expected an object with a non-empty "image" string')
-    image = obj['image']
+    image = _image_path(obj)
     if not isinstance(obj.get('boxes'), list):
         raise _Malformed('"boxes" must be a list of [x, y, w, h]')
     boxes = _numbers(obj['boxes'], '"boxes"')
-    if not (boxes.size == 0 or (boxes.ndim == 2 and
-                                                            boxes.shape[1] == 4)):
+    # [] is an image without faces; [[]] is one face without its numbers.
+    if obj['boxes'] and not (boxes.ndim == 2 and boxes.shape[1] == 4):
         raise _Malformed('"boxes" must be a list of [x, y, w, h]')
     boxes = boxes.reshape(-1, 4)
     if box_adjust is not None:
@@ -147,12 +170,8 @@ def read_items(manifest_path: str, source_name: Optional[str] = None,
             if not text:
                 continue
             try:
-                item = parse_line(json.loads(text), base_dir, source_name, val_fraction,
+                item = parse_line(_decode(text), base_dir, source_name, val_fraction,
                                   box_adjust)
-            except json.JSONDecodeError as e:
-                yield SkipItem('malformed_annotation',
-                               f'{manifest_path}:{line_no}: invalid JSON ({e.msg}): {text[:200]!r}')
-                continue
             except _Malformed as e:
                 yield SkipItem('malformed_annotation',
                                f'{manifest_path}:{line_no}: {e}: {text[:200]!r}')

@@ -2,6 +2,8 @@
 
 import io
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image
@@ -107,3 +109,34 @@ def encode_all(stream):
             dropped[reason] = dropped.get(reason, 0) + count
         records[record.source_id] = record
     return records, skips, dropped
+
+
+def write_empty(path: str) -> str:
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    open(path, 'wb').close()
+    return path
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    body = kind + data
+    return struct.pack('>I', len(data)) + body + struct.pack('>I', zlib.crc32(body))
+
+
+def write_huge_png(path: str, width: int = 30000, height: int = 30000,
+                   pixels: bool = True) -> str:
+    """A valid all-black 1-bit PNG of width x height (about 110 kB for 30000x30000, streamed:
+    no full-size buffer is ever held). pixels=False writes the header alone (no image data),
+    so a reader that decodes it fails, and one that refuses it from the header does not."""
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    header = struct.pack('>IIBBBBB', width, height, 1, 0, 0, 0, 0)  # 1-bit grey
+    with open(path, 'wb') as f:
+        f.write(b'\x89PNG\r\n\x1a\n' + _png_chunk(b'IHDR', header))
+        if pixels:
+            packer, row = zlib.compressobj(9), bytes(1 + (width + 7) // 8)  # filter 0 + bits
+            for start in range(0, height, 1000):
+                block = packer.compress(row * min(1000, height - start))
+                if block:
+                    f.write(_png_chunk(b'IDAT', block))
+            f.write(_png_chunk(b'IDAT', packer.flush()))
+        f.write(_png_chunk(b'IEND', b''))
+    return path

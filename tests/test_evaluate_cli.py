@@ -77,6 +77,19 @@ class EvaluateCliTest(tf.test.TestCase):
         with Image.open(png) as im:
             self.assertEqual(im.format, 'PNG')
 
+    def test_unreadable_images_are_reported_and_count_as_missed(self):
+        # detect.py's line for an image it could not read: no boxes, an "error".
+        _write_jsonl(self.detections, [
+            {'image': 'images/a.jpg', 'error': 'truncated JPEG (14 bytes not processed)'},
+            {'image': 'images/empty.jpg', 'width': 400, 'height': 400, 'boxes': [],
+             'scores': []}])
+        proc = _run(f'--detections={self.detections}', f'--labels={self.labels}')
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn('detections.jsonl:1: detect.py could not read images/a.jpg (truncated '
+                      'JPEG (14 bytes not processed)); its faces count as missed', proc.stderr)
+        self.assertRegex(proc.stdout, r'unreadable by detect.py \(all missed\) +1')
+        self.assertRegex(proc.stdout, r'AP @ IoU 0.5 +0.0000')
+
     def test_wider_labels(self):
         # The invalid face is ignored (and so is the detection on it); q.jpg has no detections.
         _write_jsonl(self.detections, [

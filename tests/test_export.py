@@ -366,8 +366,10 @@ class ExportTest(tf.test.TestCase):
         self.assertIn('broken.jpg', result.stderr)
         lines = [json.loads(l) for l in open(os.path.join(out_dir, 'detections.jsonl'))]
         self.assertEqual(sorted(os.path.basename(l['image']) for l in lines),
-                         ['grey.png', 'img0.jpg', 'img1.jpg'])
-        for line in lines:
+                         ['broken.jpg', 'grey.png', 'img0.jpg', 'img1.jpg'])
+        broken = [l for l in lines if 'error' in l]  # tests/test_detect.py has the rest
+        self.assertEqual([os.path.basename(l['image']) for l in broken], ['broken.jpg'])
+        for line in (l for l in lines if 'error' not in l):
             self.assertEqual(set(line), {'image', 'width', 'height', 'boxes', 'scores',
                                          'landmarks'})
             self.assertEqual(len(line['boxes']), len(line['scores']))

@@ -69,6 +69,36 @@ class LoadRgbTest(parameterized.TestCase, tf.test.TestCase):
         self.assertEqual(ctx.exception.reason, reason)
 
 
+    @parameterized.named_parameters(
+        ('empty', fx.write_empty, 'corrupt_image', r'bad\.jpg: not an image \(0 bytes\)$'),
+        ('text', fx.write_garbage, 'corrupt_image',
+         r'bad\.jpg: not an image \(20 bytes in no format PIL reads\)$'),
+        ('truncated', fx.write_truncated_jpeg, 'corrupt_image', r'bad\.jpg: truncated JPEG'),
+        # The header alone: decoding it would fail as truncated, so this reason shows that
+        # the size was refused before any decoding.
+        ('huge', lambda p: fx.write_huge_png(p, pixels=False), 'image_too_large',
+         r'bad\.jpg: 30000x30000 = 900 MP is over max_pixels=178956970 \(179 MP\)$'),
+    )
+    def test_unreadable_file_message_names_the_file_and_the_problem(self, writer, reason, msg):
+        path = writer(os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'bad.jpg'))
+        with self.assertRaises(items.SkipItem) as ctx:
+            items.load_rgb(path)
+        self.assertEqual(ctx.exception.reason, reason)
+        self.assertRegex(ctx.exception.detail, msg)
+        self.assertNotRegex(ctx.exception.detail, r'<|\b0x[0-9a-f]+')  # '<_io.BytesIO ... 0x7f..>'
+
+    def test_max_pixels_is_the_callers(self):
+        path = fx.write_jpeg(os.path.join(tempfile.mkdtemp(dir=self.get_temp_dir()), 'a.jpg'))
+        self.assertEqual(items.load_rgb(path, max_pixels=64 * 48).shape, (48, 64, 3))
+        with self.assertRaisesRegex(items.SkipItem, r'64x48 = 0 MP is over max_pixels=3071'):
+            items.load_rgb(path, max_pixels=64 * 48 - 1)
+        # Above PIL's own limit when the caller allows it (the header-only file then fails
+        # as what it is, a PNG without pixels).
+        big = fx.write_huge_png(os.path.join(self.get_temp_dir(), 'big.png'), pixels=False)
+        with self.assertRaisesRegex(items.SkipItem, r'big\.png: unreadable PNG'):
+            items.load_rgb(big, max_pixels=1e9)
+
+
 class EncodeItemTest(parameterized.TestCase, tf.test.TestCase):
 
     def setUp(self):

@@ -130,5 +130,22 @@ class JsonlSourceTest(tf.test.TestCase):
                 next(jsonl_source.read_items(self.manifest, box_adjust=bad))
 
 
+    def test_lines_that_crashed_the_reader_are_counted_skips(self):
+        # Found by tests/test_annotation_fuzz.py: json.loads raised RecursionError and
+        # ValueError (not JSONDecodeError), sha1 of a lone surrogate UnicodeEncodeError,
+        # and [[]] passed as an image without faces, teaching its face as background.
+        lines = ['[' * 100000, '{"image": "a.jpg", "boxes": [[%s, 1, 2, 3]]}' % ('9' * 5000),
+                 '{"image": "\\ud800.jpg", "boxes": []}', '{"image": "a.jpg", "boxes": [[]]}']
+        path = os.path.join(self.get_temp_dir(), 'crashers.jsonl')
+        with open(path, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        out = list(jsonl_source.read_items(path))
+        self.assertEqual([e.reason for e in out], ['malformed_annotation'] * 4)
+        problems = [e.detail.split(': ')[1] for e in out]
+        self.assertEqual(problems, [
+            'invalid JSON (nested too deeply)', 'invalid JSON (a number too long to read)',
+            '"image" is not valid Unicode (a lone surrogate escape)',
+            '"boxes" must be a list of [x, y, w, h]'])
+
 if __name__ == '__main__':
     tf.test.main()
