@@ -2,7 +2,7 @@
 
 The train step applies no update whose loss or gradients are not finite (loop.make_train_step)
 and reports it. This guard counts bad steps: those, and steps whose loss exploded (over
-EXPLODED_FACTOR times the median of the good steps before, which warns). After
+EXPLODED_FACTOR times the median of the good steps before, or of LOSS_FLOOR, which warns). After
 ``max_bad_steps`` in a row (a few good steps among them do not end the run of bad ones) the
 run stops with Diverged. The loop writes no checkpoint while
 bad steps go on, so the last one written is the last good one.
@@ -14,7 +14,8 @@ import statistics
 
 EXPLODED_FACTOR = 100.0  # a loss this many times the median of the good ones is a bad step
 WINDOW = 50              # losses the median is taken over
-MIN_HISTORY = 10         # good steps seen before a loss can count as exploded
+LOSS_FLOOR = 0.1         # a median below this is taken as this: a batch without faces has a
+                         # loss near 0, and the next one's 2 is no explosion
 RECOVERED = 5            # good steps in a row that end a run of bad ones
 
 
@@ -34,9 +35,9 @@ class DivergenceGuard:
 
     def check(self, step, loss, applied):
         """Counts one step; returns a line to print (or None); raises Diverged."""
-        median = (statistics.median(self._recent) if len(self._recent) >= MIN_HISTORY
-                  else None)  # the first losses swing widely
-        ratio = loss / max(median, 1e-6) if median is not None and math.isfinite(loss) else 1.0
+        median = statistics.median(self._recent) if self._recent else None
+        ratio = (loss / max(median, LOSS_FLOOR) if median is not None and math.isfinite(loss)
+                 else 1.0)
         bad = not applied or ratio > EXPLODED_FACTOR
         self.skipped += not applied
         self._good_run = 0 if bad else self._good_run + 1
