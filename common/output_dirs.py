@@ -107,6 +107,8 @@ def claim(folder):
             return path
         except FileExistsError:
             holder = _holder(path)
+        if holder.get('pid') == os.getpid() and holder.get('host') == socket.gethostname():
+            return path  # this process claimed it already (main() run twice in one process)
         if not _is_stale(holder):
             break
         print(f'taking over the stale lock {path} of pid {holder["pid"]} on {holder["host"]} '

@@ -69,6 +69,7 @@ class LockTest(unittest.TestCase):
         path = output_dirs.claim(self.dir)
         with open(path) as f:
             self.assertEqual(json.load(f)['pid'], os.getpid())
+        self.assertEqual(output_dirs.claim(self.dir), path)  # ours already: claimed again
         output_dirs.release(path)
         self.assertFalse(os.path.exists(path))
 
