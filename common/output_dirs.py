@@ -7,6 +7,9 @@ writer at a time (a lock file), shared by make_records.py, train.py and export.p
 | free space | shutil.disk_usage | `DIR has only X GB free, needs --min_free_gb=Y` |
 | one writer | `DIR/.lock` made with O_CREAT|O_EXCL, removed at exit | names the holder's pid, host, command |
 
+A folder the lock created is removed again at exit when the run left it empty (a run
+refused for its flags leaves nothing behind).
+
 A lock whose pid is not alive on this host (a killed run) is taken over, with a printed line.
 Remote paths (``gs://``) are not checked or locked.
 """
@@ -98,12 +101,13 @@ def claim(folder):
     """
     if _is_remote(folder):
         return None
+    created = not os.path.isdir(folder)
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_FILE)
     for _ in range(2):
         try:
             _create(path)
-            atexit.register(release, path)
+            atexit.register(release, path, created)
             return path
         except FileExistsError:
             holder = _holder(path)
@@ -120,10 +124,14 @@ def claim(folder):
         'delete the lock if that process is gone')
 
 
-def release(path):
-    """Removes this process's lock file (leaves another process's alone)."""
-    if path and _holder(path).get('pid') == os.getpid():
-        try:
-            os.remove(path)
-        except FileNotFoundError:
-            pass
+def release(path, remove_empty_folder=False):
+    """Removes this process's lock file (leaves another process's alone), and its folder
+    when claim created it and the run left nothing else there (it failed on its input)."""
+    if not path or _holder(path).get('pid') != os.getpid():
+        return
+    try:
+        os.remove(path)
+        if remove_empty_folder:
+            os.rmdir(os.path.dirname(path))
+    except OSError:
+        pass  # gone already, or the folder holds the run's output

@@ -73,6 +73,16 @@ class LockTest(unittest.TestCase):
         output_dirs.release(path)
         self.assertFalse(os.path.exists(path))
 
+    def test_folder_created_for_the_lock_is_removed_when_left_empty(self):
+        folder = os.path.join(self.dir, 'new')
+        path = output_dirs.claim(folder)
+        output_dirs.release(path, remove_empty_folder=True)
+        self.assertFalse(os.path.exists(folder))
+        path = output_dirs.claim(folder)
+        open(os.path.join(folder, 'output'), 'w').close()
+        output_dirs.release(path, remove_empty_folder=True)
+        self.assertEqual(os.listdir(folder), ['output'])
+
     def test_live_holder_is_refused_by_name(self):
         sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
         self.addCleanup(sleeper.kill)
