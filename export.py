@@ -23,6 +23,9 @@ The network's shape comes from <model_dir>/model_config.json, written by train.p
 export cannot disagree with its training run. --checkpoint=best takes the checkpoint with
 the best validation AP, latest the last one, or give a checkpoint path.
 
+The export is written into <export_dir>.partial and renamed to <export_dir> when complete
+(an earlier export there is replaced only then), so no half-written export looks whole.
+
 <export_dir>/facedet.json records the network config, the checkpoint, whether the
 landmark outputs were trained (only if the training data had landmark labels) and the
 serving settings (max_side, NMS) that network.tflite runs with.

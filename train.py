@@ -7,7 +7,9 @@ Usage:
 
 Rerunning the same command after an interrupt resumes from the last checkpoint in
 --model_dir and the step count carries on. The flags are saved to <model_dir>/flags.txt and
-the network's shape to <model_dir>/model_config.json, which export.py reads.
+the network's shape to <model_dir>/model_config.json, which export.py reads. --model_dir is
+checked first (writable, --min_free_gb free) and held by <model_dir>/.lock (the chief's), so
+a second train.py on it is refused (common/output_dirs.py).
 
 Distribution goes through tf.distribute: --strategy=auto uses MirroredStrategy when several
 GPUs are visible; --strategy=multi_worker reads the cluster from the TF_CONFIG environment

@@ -24,6 +24,10 @@ the missing shards are written) and ``{output_dir}/manifest.json`` (counts per s
 source, skipped items and dropped boxes by reason, the first problems, shard names, flags,
 time taken).
 
+Before any work the output folder is checked (writable, ``--min_free_gb`` free) and
+claimed with ``{output_dir}/.lock`` (common/output_dirs.py): a second run on the same folder
+is refused, naming the holder. ``preprocess/verify_records.py`` checks the result.
+
 Splits: every item carries its split from its reader and is written only to that split's
 shards; an item id found in train and in an evaluation split stops the run. Negatives
 (``--negative_fraction``) are added to train and val, each split from its own positives.
