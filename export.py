@@ -23,6 +23,9 @@ The network's shape comes from <model_dir>/model_config.json, written by train.p
 export cannot disagree with its training run. --checkpoint=best takes the checkpoint with
 the best validation AP, latest the last one, or give a checkpoint path.
 
+The export is written into <export_dir>.partial and renamed to <export_dir> when complete
+(an earlier export there is replaced only then), so no half-written export looks whole.
+
 <export_dir>/facedet.json records the network config, the checkpoint, whether the
 landmark outputs were trained (only if the training data had landmark labels) and the
 serving settings (max_side, NMS) that network.tflite runs with.
@@ -30,6 +33,7 @@ serving settings (max_side, NMS) that network.tflite runs with.
 
 import json
 import os
+import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +41,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
+from common import output_dirs  # noqa: E402
 from model.runtime import MODEL_INFO, NETWORK_FILE, NETWORK_INT8_FILE, read_info  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string(
@@ -69,6 +74,9 @@ _TFLITE_SIZE = flags.DEFINE_integer(
     '(N a multiple of 32; 0: no TFLite file).')
 
 flags.mark_flags_as_required(['model_dir', 'export_dir'])
+
+_MIN_FREE_GB = 0.1  # an export is a few MB; this catches a full disk, not a small one
+PARTIAL_SUFFIX = '.partial'  # the export is written here, then renamed to --export_dir
 
 
 def write_model_info(export_dir, config, checkpoint_path, landmarks, serving, passes=None):
@@ -255,43 +263,72 @@ def main(argv):
         passes = parse_pass_flags(_PASSES.value)
         if os.path.abspath(_MODEL_DIR.value) == os.path.abspath(_EXPORT_DIR.value):
             raise ValueError('--export_dir must differ from --model_dir')
+        output_dirs.check_output_dir(os.path.dirname(os.path.abspath(_EXPORT_DIR.value)),
+                                     _MIN_FREE_GB)
         if _INT8_RECORDS.value:  # before anything is written
             from data.pipeline import list_shards
             list_shards(_INT8_RECORDS.value)
         model, config, path, landmarks, folded = load_source(_MODEL_DIR.value, _CHECKPOINT.value)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, output_dirs.OutputDirError) as e:
         sys.exit(f'export.py: error: {e}')
     serving = dict(max_side=_MAX_SIDE.value, score_threshold=_SCORE_THRESHOLD.value,
                    iou_threshold=_IOU_THRESHOLD.value, max_detections=_MAX_DETECTIONS.value)
-    detector = export(model, config, _EXPORT_DIR.value, folded=folded, **serving)
-    write_model_info(_EXPORT_DIR.value, config, path, landmarks, serving, passes)
+    staging = staging_dir(_EXPORT_DIR.value)
+    try:
+        _write_all(staging, model, config, path, landmarks, folded, serving, passes)
+        publish(staging, _EXPORT_DIR.value)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f'export.py: error: {e}')
+    finally:  # whatever stopped it, no half-written export is left behind
+        shutil.rmtree(staging, ignore_errors=True)
     print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image; '
           f'{NETWORK_FILE} for TFLite)')
+    print('default passes: ' + ', '.join(p.describe() for p in passes))
+    if not landmarks:
+        print('note: no landmark labels were in the training data; the landmark outputs are '
+              'untrained, and detect.py leaves them out')
+
+
+def staging_dir(export_dir):
+    """A fresh <export_dir>.partial to write the export into (a killed export's is removed)."""
+    staging = os.path.abspath(export_dir).rstrip(os.sep) + PARTIAL_SUFFIX
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(staging)
+    return staging
+
+
+def publish(staging, export_dir):
+    """Moves the complete export from staging to export_dir; an earlier export there is
+    replaced only now (moved aside, then removed), so export_dir always holds a whole one."""
+    old = os.path.abspath(export_dir).rstrip(os.sep) + '.old'
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.exists(export_dir):
+        os.replace(export_dir, old)
+    os.replace(staging, export_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_all(out_dir, model, config, path, landmarks, folded, serving, passes):
+    """Every file of the export, into out_dir (the staging folder)."""
+    detector = export(model, config, out_dir, folded=folded, **serving)
     if _INT8_RECORDS.value:
         try:
             inputs = calibration_inputs(_INT8_RECORDS.value, _INT8_IMAGES.value,
                                         passes[0].scale, _MAX_SIDE.value)
         except (FileNotFoundError, ValueError) as e:
-            sys.exit(f'export.py: error: --int8_records: {e}')
-        export_network_tflite(detector.model,
-                              os.path.join(_EXPORT_DIR.value, NETWORK_INT8_FILE), inputs)
+            raise ValueError(f'--int8_records: {e}') from None
+        export_network_tflite(detector.model, os.path.join(out_dir, NETWORK_INT8_FILE), inputs)
         print(f'{NETWORK_INT8_FILE}: int8, calibrated on {len(inputs)} images of '
               f'{_INT8_RECORDS.value} at {passes[0].scale:g}x')
-    print('default passes: ' + ', '.join(p.describe() for p in passes))
-    if not landmarks:
-        print('note: no landmark labels were in the training data; the landmark outputs are '
-              'untrained, and detect.py leaves them out')
     if _TFLITE_SIZE.value:
-        tflite_path = os.path.join(_EXPORT_DIR.value, f'facedet_{_TFLITE_SIZE.value}.tflite')
-        try:
-            export_tflite(detector.model, config, tflite_path, _TFLITE_SIZE.value,
-                          score_threshold=_SCORE_THRESHOLD.value,
-                          iou_threshold=_IOU_THRESHOLD.value,
-                          max_detections=_MAX_DETECTIONS.value, folded=True)
-        except ValueError as e:
-            sys.exit(f'export.py: error: {e}')
-        print(f'TFLite: {tflite_path}')
-
+        name = f'facedet_{_TFLITE_SIZE.value}.tflite'
+        export_tflite(detector.model, config, os.path.join(out_dir, name), _TFLITE_SIZE.value,
+                      score_threshold=_SCORE_THRESHOLD.value,
+                      iou_threshold=_IOU_THRESHOLD.value,
+                      max_detections=_MAX_DETECTIONS.value, folded=True)
+        print(f'TFLite: {os.path.join(_EXPORT_DIR.value, name)}')
+    # facedet.json last: is_export() needs it, so an export cut short never looks whole.
+    write_model_info(out_dir, config, path, landmarks, serving, passes)
 
 if __name__ == '__main__':
     app.run(main)

@@ -7,7 +7,9 @@ Usage:
 
 Rerunning the same command after an interrupt resumes from the last checkpoint in
 --model_dir and the step count carries on. The flags are saved to <model_dir>/flags.txt and
-the network's shape to <model_dir>/model_config.json, which export.py reads.
+the network's shape to <model_dir>/model_config.json, which export.py reads. --model_dir is
+checked first (writable, --min_free_gb free) and held by <model_dir>/.lock (the chief's), so
+a second train.py on it is refused (common/output_dirs.py).
 
 Distribution goes through tf.distribute: --strategy=auto uses MirroredStrategy when several
 GPUs are visible; --strategy=multi_worker reads the cluster from the TF_CONFIG environment
@@ -104,6 +106,8 @@ _MAX_BAD_STEPS = flags.DEFINE_integer(
     'max_bad_steps', 20, 'Stop (exit status 1, the last good checkpoint kept) after this many '
     'steps in a row whose loss or gradients are not finite (their updates are skipped) or '
     'whose loss exploded (over 100x the median of the good steps before).', lower_bound=1)
+_MIN_FREE_GB = flags.DEFINE_float(
+    'min_free_gb', 1.0, 'Refuse to start when --model_dir has less free space (GB).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Random seed.')
 
 for _name in ('train_records', 'model_dir'):
@@ -113,12 +117,34 @@ for _name in ('train_records', 'model_dir'):
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
+    from common import output_dirs
     try:
+        output_dirs.check_output_dir(_MODEL_DIR.value, _MIN_FREE_GB.value)
+        if _is_chief():  # the other workers of a cluster write below the chief's model_dir
+            output_dirs.claim(_MODEL_DIR.value)
         _train()
+    except output_dirs.OutputDirError as e:
+        sys.exit(f'train.py: error: {e}')
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f'train.py: error: {e}')
     except KeyboardInterrupt:
         sys.exit(130)  # the loop saved a checkpoint and said how to resume
+
+
+def _is_chief():
+    """Whether this process is the chief of its cluster (TF_CONFIG), as training/loop.py
+    decides it: the 'chief' task, or worker 0 of a cluster without one; a lone process is."""
+    import json
+    try:
+        tf_config = json.loads(os.environ.get('TF_CONFIG') or '{}')
+    except ValueError:
+        return True  # the strategy reports the bad TF_CONFIG
+    task = tf_config.get('task') or {}
+    if _STRATEGY.value != 'multi_worker' or not task:
+        return True
+    cluster = tf_config.get('cluster') or {}
+    return task.get('type') == 'chief' or (
+        task.get('type') == 'worker' and int(task.get('index', 0)) == 0 and 'chief' not in cluster)
 
 
 # The flags that shape the network (DetectorConfig's fields but the crop size).

@@ -24,6 +24,10 @@ the missing shards are written) and ``{output_dir}/manifest.json`` (counts per s
 source, skipped items and dropped boxes by reason, the first problems, shard names, flags,
 time taken).
 
+Before any work the output folder is checked (writable, ``--min_free_gb`` free) and
+claimed with ``{output_dir}/.lock`` (common/output_dirs.py): a second run on the same folder
+is refused, naming the holder. ``preprocess/verify_records.py`` checks the result.
+
 Splits: every item carries its split from its reader and is written only to that split's
 shards; an item id found in train and in an evaluation split stops the run. Negatives
 (``--negative_fraction``) are added to train and val, each split from its own positives.
@@ -41,6 +45,7 @@ if _REPO_ROOT not in sys.path:
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
+from common import output_dirs  # noqa: E402
 from preprocess import record_sources  # noqa: E402
 from preprocess import shards  # noqa: E402
 
@@ -80,6 +85,8 @@ _NEGATIVE_FRACTION = flags.DEFINE_float(
 _NEGATIVES = flags.DEFINE_list('negatives', ['generated'], 'Kinds of negatives: generated, crops, folder.')
 _NEGATIVES_DIR = flags.DEFINE_string('negatives_dir', None, 'Folder of face-free photos (kind "folder").')
 _STRICT = flags.DEFINE_boolean('strict', False, 'Any skipped item is an error (exit 1, naming the item).')
+_MIN_FREE_GB = flags.DEFINE_float(
+    'min_free_gb', 1.0, 'Refuse to start (exit 2) when --output_dir has less free space (GB).')
 _PROGRESS = flags.DEFINE_boolean('progress', True, 'Print a progress line every ~2 s.')
 _RUNNER = flags.DEFINE_enum(
     'runner', 'local', record_sources.RUNNERS, 'local: --num_workers processes on this machine; '
@@ -120,6 +127,12 @@ def main(argv):
     if len(argv) > 1:
         _fail(f'unexpected arguments {argv[1:]}; every option is a --flag')
     config = _config()
+    if config.output_dir:
+        try:  # before any work: a full disk or a second writer would spoil the shards
+            output_dirs.check_output_dir(config.output_dir, _MIN_FREE_GB.value)
+            output_dirs.claim(config.output_dir)
+        except output_dirs.OutputDirError as e:
+            _fail(str(e))
     try:
         manifest = record_sources.make_records(config, flag_values=_flag_values())
     except record_sources.ConfigError as e:

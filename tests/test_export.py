@@ -351,6 +351,37 @@ class ExportTest(tf.test.TestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn('--export_dir must differ from --model_dir', result.stderr)
 
+    def test_failed_export_leaves_no_partial_directory_and_keeps_the_previous(self):
+        # --tflite_size=40 fails after the SavedModel and network.tflite are written.
+        fresh = os.path.join(self.dir, 'failed_fresh')
+        previous = os.path.join(self.dir, 'failed_over')
+        shutil.copytree(self.export_dir, previous)
+        with open(os.path.join(previous, 'facedet.json')) as f:
+            info = f.read()
+        for target in (fresh, previous):
+            result = cli.run('export.py', f'--model_dir={self.export_dir}',
+                             f'--export_dir={target}', '--tflite_size=40')
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn('--tflite_size must be a multiple of 32, got 40', result.stderr)
+            self.assertFalse(os.path.exists(target + export.PARTIAL_SUFFIX))
+        self.assertFalse(os.path.exists(fresh))
+        self.assertEqual(sorted(os.listdir(previous)), sorted(os.listdir(self.export_dir)))
+        with open(os.path.join(previous, 'facedet.json')) as f:
+            self.assertEqual(f.read(), info)
+
+    def test_publish_replaces_an_export_only_when_the_new_one_is_whole(self):
+        target = os.path.join(self.dir, 'published')
+        os.makedirs(target)
+        open(os.path.join(target, 'old_file'), 'w').close()
+        staging = export.staging_dir(target)
+        self.assertEqual(staging, target + export.PARTIAL_SUFFIX)
+        open(os.path.join(staging, 'facedet.json'), 'w').close()
+        self.assertTrue(os.path.exists(os.path.join(target, 'old_file')))  # untouched so far
+        export.publish(staging, target)
+        self.assertEqual(os.listdir(target), ['facedet.json'])
+        self.assertFalse(os.path.exists(staging))
+        self.assertFalse(os.path.exists(target + '.old'))
+
     def test_detect_writes_valid_jsonl_and_pngs(self):
         folder = os.path.join(self.dir, 'photos')
         os.makedirs(folder, exist_ok=True)

@@ -2,9 +2,11 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -14,6 +16,7 @@ from PIL import Image
 from data import features
 from preprocess import record_sources
 from preprocess import shards
+from tests import cli
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -191,6 +194,38 @@ class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(manifest['by_source']['synthetic']['images'], 24)
         self.assertEqual(manifest['flags']['num_workers'], 2)
         self.assertLen(_read_split(self.out, 'val', 1), manifest['splits']['val']['images'])
+
+
+    def test_sigkill_then_rerun_keeps_finished_shards_and_completes(self):
+        args = ['--flagfile=configs/synthetic.flags', '--num_images=48', '--train_shards=6',
+                '--synthetic_min_side=64', '--synthetic_max_side=96', '--num_workers=1',
+                '--noprogress']
+        whole = os.path.join(self.tmp, 'whole')
+        self.assertEqual(cli.run('preprocess/make_records.py', *args,
+                                 f'--output_dir={whole}').returncode, 0)
+        killed = cli.start('preprocess/make_records.py', *args, f'--output_dir={self.out}')
+        first = shards.shard_paths(self.out, 'train', 6)[0]
+        while not os.path.exists(first) and killed.poll() is None:
+            time.sleep(0.05)
+        killed.kill()  # SIGKILL: no handler, no cleanup
+        killed.communicate()
+        self.assertEqual(killed.returncode, -signal.SIGKILL, 'finished before the kill')
+        self.assertFalse(os.path.exists(os.path.join(self.out, 'manifest.json')))
+        result = cli.run('preprocess/make_records.py', *args, f'--output_dir={self.out}')
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        self.assertIn('taking over the stale lock', result.stderr)  # the killed run's
+        with open(os.path.join(whole, 'manifest.json')) as f, \
+                open(os.path.join(self.out, 'manifest.json')) as g:
+            expected, resumed = json.load(f), json.load(g)
+        self.assertIn(os.path.basename(first), resumed['splits']['train']['reused_shards'])
+        for key in ('images', 'faces', 'ignored_faces', 'by_source', 'skipped'):
+            self.assertEqual(resumed[key], expected[key], key)
+        for path in shards.shard_paths(self.out, 'train', 6):
+            whole_path = os.path.join(whole, os.path.basename(path))
+            self.assertEqual(open(path, 'rb').read(), open(whole_path, 'rb').read())
+        left = [n for _, _, names in os.walk(self.out) for n in names
+                if n.endswith('.tmp') or n == '.lock']
+        self.assertEqual(left, [])
 
 
 if __name__ == '__main__':
