@@ -96,7 +96,10 @@ class TrainTest(tf.test.TestCase):
         self.assertIn('step 2/2', first.stdout)
         self.assertIn('validation at step 2', first.stdout)
         self._assert_latest(model_dir, 'ckpt-2')
-        self.assertTrue(os.path.exists(os.path.join(model_dir, 'flags.txt')))
+        # --precision=auto, the default, chose float32 on this CPU and flags.txt says so.
+        self.assertIn('precision float32', first.stdout)
+        with open(os.path.join(model_dir, 'flags.txt')) as f:
+            self.assertIn('--precision=float32', f.read())
         config = json.load(open(os.path.join(model_dir, 'model_config.json')))
         self.assertEqual(config['image_size'], 64)
         self.assertTrue(tf.io.gfile.glob(os.path.join(model_dir, 'train', 'events.*')))
