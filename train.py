@@ -123,28 +123,26 @@ def main(argv):
         if _is_chief():  # the other workers of a cluster write below the chief's model_dir
             output_dirs.claim(_MODEL_DIR.value)
         _train()
-    except output_dirs.OutputDirError as e:
-        sys.exit(f'train.py: error: {e}')
-    except (ValueError, FileNotFoundError) as e:
+    except (output_dirs.OutputDirError, ValueError, FileNotFoundError) as e:
         sys.exit(f'train.py: error: {e}')
     except KeyboardInterrupt:
         sys.exit(130)  # the loop saved a checkpoint and said how to resume
 
 
 def _is_chief():
-    """Whether this process is the chief of its cluster (TF_CONFIG), as training/loop.py
-    decides it: the 'chief' task, or worker 0 of a cluster without one; a lone process is."""
+    """Whether this process is its cluster's chief (TF_CONFIG), by the rule training/loop.py
+    goes by (training.devices.is_chief)."""
     import json
+
+    from training import devices
     try:
         tf_config = json.loads(os.environ.get('TF_CONFIG') or '{}')
     except ValueError:
         return True  # the strategy reports the bad TF_CONFIG
     task = tf_config.get('task') or {}
-    if _STRATEGY.value != 'multi_worker' or not task:
+    if _STRATEGY.value != 'multi_worker':
         return True
-    cluster = tf_config.get('cluster') or {}
-    return task.get('type') == 'chief' or (
-        task.get('type') == 'worker' and int(task.get('index', 0)) == 0 and 'chief' not in cluster)
+    return devices.is_chief(task.get('type'), task.get('index'), tf_config.get('cluster') or {})
 
 
 # The flags that shape the network (DetectorConfig's fields but the crop size).

@@ -38,25 +38,26 @@ def scan(files) -> List[Damage]:
     return [d for d in (scan_shard(path) for path in files) if d is not None]
 
 
-def count_records(path) -> int:
+def count_records(path, ignore_errors=False) -> int:
     """The records of one shard, every checksum checked; raises tf.errors.DataLossError at
-    damage (scan_shard then locates it)."""
-    return int(tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    damage (scan_shard then locates it), or with ignore_errors counts those before it."""
+    ds = tf.data.TFRecordDataset(path)
+    if ignore_errors:
+        ds = ds.ignore_errors()
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
 
 
 def scan_shard(path) -> Optional[Damage]:
     """Reads every record of one shard (checking its checksums); None when all are good."""
-    count = lambda n, _: n + 1  # noqa: E731
     try:
-        tf.data.TFRecordDataset(path).reduce(tf.constant(0, tf.int64), count)
+        count_records(path)
         return None
     except tf.errors.DataLossError as e:
         problem = e.message.strip().splitlines()[0]
     problem = re.sub(r'\s*\[Op:.*$', '', re.sub(r'^\{\{function_node [^}]*\}\}\s*', '', problem))
     # A TFRecord reader stops at the first bad record: what ignore_errors yields is what
     # came before it.
-    readable = int(tf.data.TFRecordDataset(path).ignore_errors().reduce(
-        tf.constant(0, tf.int64), count))
+    readable = count_records(path, ignore_errors=True)
     offset = re.search(r' at (\d+)', problem)
     return Damage(path, readable, int(offset.group(1)) if offset else None, problem,
                   _written(path))

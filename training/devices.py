@@ -5,6 +5,15 @@ import tensorflow as tf
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
 
 
+def is_chief(task_type, task_id, cluster_tasks):
+    """Whether a cluster task is the chief, which alone writes model_dir: the 'chief' task,
+    or worker 0 of a cluster without one (TF's convention); a process with no task is."""
+    if not task_type:
+        return True
+    return task_type == 'chief' or (
+        task_type == 'worker' and int(task_id or 0) == 0 and 'chief' not in cluster_tasks)
+
+
 def make_strategy(name, cpu_devices=1):
     """Returns the tf.distribute strategy for a --strategy flag value."""
     if cpu_devices > 1:

@@ -376,19 +376,13 @@ def _restore(path, state: _State):
 
 
 def _writer_dir(strategy, model_dir):
-    """(directory this process writes, whether it is the chief) for the strategy's cluster.
-
-    The chief is the 'chief' task, or worker 0 of a cluster without one (TF's convention).
-    """
+    """(directory this process writes, whether it is the chief) for the strategy's cluster."""
     resolver = getattr(strategy, 'cluster_resolver', None)
     task_type = getattr(resolver, 'task_type', None)
-    if not task_type:
+    if not task_type or devices.is_chief(task_type, resolver.task_id,
+                                         resolver.cluster_spec().as_dict()):
         return model_dir, True
-    task_id = resolver.task_id
-    cluster = resolver.cluster_spec().as_dict()
-    if task_type == 'chief' or (task_type == 'worker' and task_id == 0 and 'chief' not in cluster):
-        return model_dir, True
-    return os.path.join(model_dir, 'workers', f'{task_type}_{task_id}'), False
+    return os.path.join(model_dir, 'workers', f'{task_type}_{resolver.task_id}'), False
 
 
 def ema_update(ema_model, model, step, decay, warmup):

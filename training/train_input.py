@@ -13,9 +13,6 @@ from data import pipeline
 from data import shard_damage
 from training import data_service
 
-BAD_RECORDS = ('skip', 'stop')
-
-
 class DamagedShards(ValueError):
     """Training stopped at damaged shards (--bad_records=stop); the message names them."""
 
