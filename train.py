@@ -71,6 +71,10 @@ _ANCHOR_SCALE = flags.DEFINE_float('anchor_scale', 4.0, 'Anchor side in strides 
 _MIN_CROP = flags.DEFINE_float('min_crop', 0.3, 'Smallest random crop, in short sides.')
 _MAX_CROP = flags.DEFINE_float('max_crop', 2.0, 'Largest random crop (>1 zooms out).')
 _SHUFFLE_BUFFER = flags.DEFINE_integer('shuffle_buffer', 1000, 'Records in the shuffle buffer.')
+_ROBUST_AUGMENT = flags.DEFINE_bool(
+    'robust_augment', False, 'Copy-paste of faces onto face-free photos, small rotations, '
+    'blur, noise, faded contrast, JPEG artefacts and crops around large faces '
+    '(data/robust.py), for photos unlike the training set.')
 _TRAIN_MIN_FACE = flags.DEFINE_float(
     'train_min_face', 4.0, 'Faces under this many pixels in a training crop are ignored '
     '(neither face nor background).')
@@ -230,7 +234,8 @@ def _train():
         weight_decay=_WEIGHT_DECAY.value, precision=_PRECISION.value,
         strategy=_STRATEGY.value, cpu_devices=_CPU_DEVICES.value,
         jit_compile=_JIT_COMPILE.value, crop_range=(_MIN_CROP.value, _MAX_CROP.value),
-        shuffle_buffer=_SHUFFLE_BUFFER.value, train_min_face=_TRAIN_MIN_FACE.value,
+        shuffle_buffer=_SHUFFLE_BUFFER.value, robust_augment=_ROBUST_AUGMENT.value,
+        train_min_face=_TRAIN_MIN_FACE.value,
         val_min_face=_VAL_MIN_FACE.value,
         val_image_size=_VAL_IMAGE_SIZE.value, val_max_side=_VAL_MAX_SIDE.value,
         ema_decay=_EMA_DECAY.value, data_service=_DATA_SERVICE.value,

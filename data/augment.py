@@ -49,6 +49,32 @@ def random_windows(height, width, scale_range, seed=None):
     return (y0, x0, side), tf.random.uniform(shape, seed=seed) < 0.5
 
 
+def face_windows(height, width, windows, boxes, ignore, fraction, side_range=(1.2, 3.0),
+                 seed=None):
+    """Replaces a fraction of the windows by squares around each photo's largest face, of
+    side_range times its longer side, so that faces fill the crop (data/robust.py).
+
+    Args:
+      height, width: [K] float32; windows: (y0, x0, side) [K] each (random_windows');
+      boxes: ragged [K, None, 4] normalized yxyx; ignore: ragged [K, None] bool.
+    """
+    hw = tf.stack([height, width], axis=-1)
+    px = tf.concat([boxes[..., :2] * hw[:, None], boxes[..., 2:] * hw[:, None]], axis=-1)
+    longer = tf.where(ignore, 0.0, tf.reduce_max(px[..., 2:] - px[..., :2], axis=-1))
+    # One zero column more, so that a batch of face-free photos has something to reduce.
+    longer = tf.pad(longer.to_tensor(0.0), [[0, 0], [0, 1]])
+    best = tf.argmax(longer, axis=1, output_type=tf.int32)
+    face = tf.gather(tf.pad(px.to_tensor(0.0), [[0, 0], [0, 1], [0, 0]]), best, batch_dims=1)
+    face_side = tf.reduce_max(longer, axis=1)                               # [K]
+    shape = tf.shape(height)
+    side = face_side * tf.random.uniform(shape, side_range[0], side_range[1], seed=seed)
+    # The face lands anywhere inside the window.
+    y0 = face[:, 0] - tf.random.uniform(shape, seed=seed) * (side - (face[:, 2] - face[:, 0]))
+    x0 = face[:, 1] - tf.random.uniform(shape, seed=seed) * (side - (face[:, 3] - face[:, 1]))
+    use = (tf.random.uniform(shape, seed=seed) < fraction) & (face_side >= 8.0)
+    return tuple(tf.where(use, new, old) for new, old in zip((y0, x0, side), windows))
+
+
 def letterbox_windows(height, width):
     """The whole photo, keeping its aspect, in the top-left of the square; never mirrored."""
     zero = tf.zeros_like(height)

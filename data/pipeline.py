@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from data import augment
 from data import features
+from data import robust as robust_lib
 
 
 def list_shards(file_pattern):
@@ -48,7 +49,7 @@ PLAN_BATCH = 64
 
 def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buffer=1000,
                   seed=None, scale_range=(0.3, 2.0), repeat=None, input_context=None,
-                  min_face_px=augment.MIN_FACE_PX, readable=None):
+                  min_face_px=augment.MIN_FACE_PX, readable=None, robust=False):
     """Builds the training or validation dataset.
 
     Args:
@@ -64,6 +65,8 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buf
         nor background; data/augment.py).
       readable: {shard path: records} for damaged shards (data/shard_damage.py): only their
         first records are read.
+      robust: training crops around large faces and JPEG artefacts (data/robust.py; the rest
+        of the robustness augmentation runs in the train step).
 
     Returns:
       A dataset of dicts: ``image`` [B, S, S, 3] uint8, ``boxes`` [B, N, 4] normalized yxyx,
@@ -88,7 +91,7 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buf
     if repeat if repeat is not None else is_training:
         ds = ds.repeat()
 
-    ds = crops(ds, image_size, is_training, scale_range)
+    ds = crops(ds, image_size, is_training, scale_range, robust and is_training)
     # The faces (kept for targets and validation AP) are padded to the batch's largest
     # count, with ``face_mask`` telling real from padding, then moved into their crops.
     ds = ds.padded_batch(batch_size, drop_remainder=is_training)
@@ -97,7 +100,7 @@ def build_dataset(file_pattern, batch_size, image_size, is_training, shuffle_buf
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def crops(records, image_size, is_training, scale_range=(0.3, 2.0)):
+def crops(records, image_size, is_training, scale_range=(0.3, 2.0), robust=False):
     """Serialized records -> one dict per image: ``image`` uint8 [S, S, 3], its faces as
     stored (photo frame, for augment.place_faces), ``face_mask`` and its crop plan.
 
@@ -110,6 +113,9 @@ def crops(records, image_size, is_training, scale_range=(0.3, 2.0)):
         width = tf.cast(example['width'], tf.float32)
         if is_training:
             windows, flip = augment.random_windows(height, width, scale_range)
+            if robust:
+                windows = augment.face_windows(height, width, windows, example['boxes'],
+                                               example['ignore'], robust_lib.LARGE_FACE_PROB)
         else:
             windows, flip = augment.letterbox_windows(height, width)
         faces = {k: example[k] for k in FACE_KEYS if k != 'face_mask'}
@@ -119,6 +125,8 @@ def crops(records, image_size, is_training, scale_range=(0.3, 2.0)):
     def render(example):
         out = {k: v for k, v in example.items() if k != 'encoded'}
         out['image'] = augment.render(example['encoded'], example, image_size)
+        if robust:
+            out['image'] = robust_lib.jpeg(out['image'])
         out['face_mask'] = tf.ones_like(example['ignore'])
         return out
 

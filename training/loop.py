@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from data import augment
 from data import pipeline
+from data import robust
 from model import anchors as anchor_lib
 from model import losses
 from model import targets as target_lib
@@ -54,6 +55,7 @@ class TrainSettings:
     jit_compile: bool = False
     crop_range: Tuple[float, float] = (0.3, 2.0)
     shuffle_buffer: int = 1000
+    robust_augment: bool = False  # data/robust.py: copy-paste, rotation, blur, noise, JPEG...
     train_min_face: float = augment.MIN_FACE_PX  # smaller faces in a crop are ignored
     val_min_face: float = 4.0
     val_image_size: int = 0      # letterbox side for validation; 0 = the training size
@@ -213,7 +215,11 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
     replicas = strategy.num_replicas_in_sync
 
     def step_fn(batch):
+        if s.robust_augment:
+            batch = robust.geometric(batch, s.train_min_face)
         images = augment.photometric(batch['image'])
+        if s.robust_augment:
+            images = robust.degrade(images)
         targets = target_lib.for_batch(batch, cfg.image_size, cfg.strides, cfg.anchor_scale)
         with tf.GradientTape() as tape:
             raw = model(images, training=True)

@@ -25,7 +25,7 @@ def training_crops(s, batch_size, seed, input_context=None, readable=None):
     ds = pipeline.build_dataset(
         s.train_records, batch_size, cfg.image_size, True, shuffle_buffer=s.shuffle_buffer,
         seed=seed, scale_range=s.crop_range, input_context=input_context,
-        min_face_px=s.train_min_face, readable=readable)
+        min_face_px=s.train_min_face, readable=readable, robust=s.robust_augment)
     if s.data_service:
         ds = data_service.distribute(ds, s.data_service)
     return ds
