@@ -48,10 +48,11 @@ CONTRAST, GAMMA = 0.4, 1.5
 
 @dataclasses.dataclass
 class Variant:
-    """A variant photo: rgb uint8 [H, W, 3], boxes [N, 4] normalized yxyx of it, ignore [N]."""
+    """A photo: rgb uint8 [H, W, 3], boxes [N, 4] normalized yxyx of it, ignore [N]."""
     rgb: np.ndarray
     boxes: np.ndarray
     ignore: np.ndarray
+    source_id: str = ''
 
 
 def parse_names(names):
