@@ -90,6 +90,11 @@ _VAL_MAX_SIDE = flags.DEFINE_integer(
     'multiple of 32), as export.py --max_side and detect.py run it; --val_min_face then '
     'counts the photo\'s pixels, and the letterboxed AP is reported as ap50_letterbox. '
     '0: AP on the letterboxes.')
+_VAL_VARIANTS = flags.DEFINE_list(
+    'val_variants', [], 'Degraded copies of the validation photos also scored '
+    '(evaluation/variants.py: grey, blur, jpeg, large, low_contrast), each reported as '
+    'ap50/<variant>; the best checkpoint is then chosen by ap50_mean, the mean of ap50 and '
+    'theirs. Empty: ap50 alone.')
 _EMA_DECAY = flags.DEFINE_float('ema_decay', 0.999,
                                 'Exponential moving average of the weights, used for '
                                 'validation and export; 0 turns it off.')
@@ -184,6 +189,11 @@ def _train():
     if _VAL_MAX_SIDE.value < 0:
         raise ValueError(f'--val_max_side must be at least 0 (0: letterboxed AP), got '
                          f'{_VAL_MAX_SIDE.value}')
+    from evaluation import variants
+    try:
+        val_variants = variants.parse_names(_VAL_VARIANTS.value)
+    except ValueError as e:
+        raise ValueError(f'--val_variants: {e}') from None
     if not 0.0 <= _EMA_DECAY.value < 1.0:
         raise ValueError(f'--ema_decay must be in [0, 1), got {_EMA_DECAY.value}')
     if not 0.0 < _MIN_CROP.value <= _MAX_CROP.value:
@@ -238,6 +248,7 @@ def _train():
         train_min_face=_TRAIN_MIN_FACE.value,
         val_min_face=_VAL_MIN_FACE.value,
         val_image_size=_VAL_IMAGE_SIZE.value, val_max_side=_VAL_MAX_SIDE.value,
+        val_variants=val_variants,
         ema_decay=_EMA_DECAY.value, data_service=_DATA_SERVICE.value,
         bad_records=_BAD_RECORDS.value, max_bad_steps=_MAX_BAD_STEPS.value,
         init_from=_INIT_FROM.value, seed=_SEED.value))

@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from model.detector import build_detector
+from model.detector import DetectorConfig, build_detector
 from tests import cli
 from tests import fixtures
 from training import checkpoints
@@ -368,6 +368,7 @@ class TrainTest(tf.test.TestCase):
                            ('--train_min_face=-1', 'train_min_face'),
                            ('--val_min_face=-2', 'val_min_face'),
                            ('--val_max_side=-1', 'val_max_side'),
+                           ('--val_variants=grey,sepia', 'val_variants'),
                            ('--strides=8,16', 'strides'), ('--strides=4,eight', 'strides')):
             out = cli.run('train.py', '--flagfile=configs/smoke.flags', flag,
                           f'--train_records={self.train}', f'--model_dir={self.dir}/sizes')
@@ -429,6 +430,48 @@ class OwnSizeApTest(tf.test.TestCase):
                    (120, 160): ([[10, 10, 40, 40]], [0.9])}
         # Precision 0, 1/2, 2/3 at recall 0, 1/2, 1: interpolated AP = 2/3.
         self.assertAllClose(self._ap(answers, min_face=10), 2 / 3)
+
+
+class VariantValidationTest(tf.test.TestCase):
+    """validation with val_variants: ap50/<variant> per variant, ap50_mean their mean with ap50,
+    and _keep_best picks checkpoints by ap50_mean."""
+
+    def test_ap50_mean_is_the_mean_of_the_reported_aps(self):
+        directory = tempfile.mkdtemp()
+        # 256-px photos with 64-100 px faces, so that ``large`` keeps them.
+        records = [fixtures.make_face_record([[0.3, 0.3, 0.3 + f, 0.3 + f]], height=256,
+                                             width=256, source_id=f'v/{i}', seed=i)
+                   for i, f in enumerate((0.25, 0.3, 0.4))]
+        records.append(fixtures.make_face_record([], height=256, width=256, source_id='v/3'))
+        val = fixtures.write_tiny_shards(directory, records, 'val', 1)
+        config = DetectorConfig(stem_channels=8, stage_channels=(16, 24, 32), neck_channels=16,
+                                stage_units=(1, 1, 1), image_size=64)
+        s = loop.TrainSettings(train_records=val, model_dir=directory, config=config,
+                               val_records=val, batch_size=2,
+                               val_variants=('grey', 'jpeg', 'large'))
+        metrics = validation.make_validator(build_detector(config), s)()
+        aps = [metrics[k] for k in ('ap50', 'ap50/grey', 'ap50/jpeg', 'ap50/large')]
+        self.assertTrue(all(np.isfinite(aps)))
+        self.assertAllClose(metrics['ap50_mean'], np.mean(aps))
+        self.assertNotIn('ap50/blur', metrics)
+
+    def test_keep_best_goes_by_ap50_mean(self):
+        model_dir = tempfile.mkdtemp()
+        model = tf.keras.Sequential([tf.keras.Input([2]), tf.keras.layers.Dense(1)])
+        step = tf.Variable(0, dtype=tf.int64)
+        checkpoint = tf.train.Checkpoint(model=model, step=step)
+        state = loop._State(model, None, None, step, tf.Variable(0.0), checkpoint)
+        state.best_manager = tf.train.CheckpointManager(
+            checkpoint, os.path.join(model_dir, 'best'), max_to_keep=1)
+
+        def best_step(step_number, ap50, ap50_mean):
+            loop._keep_best(state, model_dir, step_number,
+                            {'loss': 1.0, 'ap50': ap50, 'ap50_mean': ap50_mean})
+            return json.load(open(os.path.join(model_dir, 'best', 'best.json')))['step']
+
+        self.assertEqual(best_step(1, 0.5, 0.4), 1)
+        self.assertEqual(best_step(2, 0.9, 0.3), 1)  # plain AP up, the mean down: kept 1
+        self.assertEqual(best_step(3, 0.2, 0.5), 3)
 
 
 if __name__ == '__main__':

@@ -62,6 +62,7 @@ class TrainSettings:
     # > 0: the AP that picks the best checkpoint is measured on each validation photo at its
     # own size (long side at most this), as the export runs it; 0: on the letterboxes.
     val_max_side: int = 0
+    val_variants: Tuple[str, ...] = ()  # evaluation.variants names; ap50_mean then picks the best
     ema_decay: float = 0.999     # weight averaging; 0 turns it off
     ema_warmup: int = 1000       # the decay ramps up over about this many steps
     init_from: Optional[str] = None  # model_dir of an earlier run: start from its weights
@@ -412,10 +413,11 @@ def _learning_rate(optimizer):
 
 
 def _keep_best(state: _State, model_dir, step, metrics):
-    """Keeps a copy of the checkpoint with the best validation AP (or loss without AP);
-    never one with a non-finite metric or weight."""
+    """Keeps a copy of the checkpoint with the best validation AP (ap50_mean, the mean over
+    the plain and degraded photos, when validation has variants; or loss without AP); never
+    one with a non-finite metric or weight."""
     path = os.path.join(model_dir, 'best', 'best.json')
-    key, sign = ('ap50', 1.0) if 'ap50' in metrics else ('loss', -1.0)
+    key, sign = next(((k, 1.0) for k in ('ap50_mean', 'ap50') if k in metrics), ('loss', -1.0))
     if not all(np.isfinite(v) for v in metrics.values()):
         return
     if os.path.exists(path):
