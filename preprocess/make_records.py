@@ -103,7 +103,7 @@ _LANDMARK_TEACHER_IOU = flags.DEFINE_float(
     'landmark_teacher_iou', 0.5, '--landmark_teacher: IoU a detection needs with a labelled '
     'face to give it landmarks (one-to-one, highest IoU first).')
 _LANDMARK_TEACHER_IGNORE_SCORE = flags.DEFINE_float(
-    'landmark_teacher_ignore_score', 0.9, '--landmark_teacher: a detection this confident that '
+    'landmark_teacher_ignore_score', 0.7, '--landmark_teacher: a detection this confident that '
     'overlaps no labelled face (IoU < 0.3) is added as an ignore region.')
 
 _SHOWN_PROBLEMS = 10

@@ -71,7 +71,7 @@ class Config:
     beam_options: Tuple[str, ...] = ()  # Beam pipeline arguments, e.g. ('--runner=DirectRunner',)
     landmark_teacher: Optional[str] = None  # YuNet .onnx path (preprocess/landmark_teacher.py)
     landmark_teacher_iou: float = 0.5
-    landmark_teacher_ignore_score: float = 0.9
+    landmark_teacher_ignore_score: float = 0.7
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,7 +15,8 @@ finishes shards one after another (shard i's items are picked from a full pass o
 
 Parallelism. Items go to a ``multiprocessing`` Pool (fork: workers inherit the imported
 modules, no re-import of TensorFlow) through ``imap``, which keeps their order. Workers
-load, repair and JPEG-encode each item (``items.encode_item``) and serialize the
+load and repair each item (``items.load_item``), run the optional landmark teacher on the
+stored pixels (``landmark_teacher.Teacher``), JPEG-encode it and serialize the
 tf.train.Example; the main process only appends bytes to the open shard. ``imap`` would
 pull the whole input iterator into its task queue, so the input is gated by a semaphore:
 at most ``max_in_flight`` items are between the reader and the writer, and memory stays

@@ -113,9 +113,9 @@ class LabelTest(tf.test.TestCase):
         self.assertAllEqual(out.landmarks[3], np.zeros(10))
 
     def test_ignore_score_threshold(self):
-        rows = [_row(0, 0, 40, 40, 0.85)]
+        rows = [_row(0, 0, 40, 40, 0.65)]
         self.assertEqual(self._label(_record([]), rows)[1]['ignore_added'], 0)
-        out, counts = self._label(_record([]), rows, ignore_score=0.8)
+        out, counts = self._label(_record([]), rows, ignore_score=0.6)
         self.assertEqual(counts['ignore_added'], 1)
         self.assertAllEqual(out.ignore, [1])
 
@@ -197,7 +197,7 @@ class MakeRecordsWithTeacherTest(tf.test.TestCase):
         teacher = manifest['landmark_teacher']
         self.assertEqual({k: teacher[k] for k in ('model', 'match_iou', 'ignore_score', 'images',
                                                   'landmarks_added', 'ignore_added')},
-                         {'model': 'fake.onnx', 'match_iou': 0.5, 'ignore_score': 0.9, 'images': 4,
+                         {'model': 'fake.onnx', 'match_iou': 0.5, 'ignore_score': 0.7, 'images': 4,
                           'landmarks_added': 4, 'ignore_added': 4})
         self.assertEqual(manifest['ignored_faces'], 4)
         records = [features.parse_example(s, decode_image=False)
@@ -214,7 +214,7 @@ class MakeRecordsWithTeacherTest(tf.test.TestCase):
             self.assertAllClose(r['landmarks'][0, :2], [0.2 + 0.4 * 0.4, 0.1 + 0.3 * 0.2])
 
     def test_low_score_unmatched_dropped(self):
-        manifest = self._make(FakeTeacher([(0.7, 0.5, 0.1, 0.2, 0.85)]))
+        manifest = self._make(FakeTeacher([(0.7, 0.5, 0.1, 0.2, 0.65)]))
         self.assertEqual(manifest['landmark_teacher']['ignore_added'], 0)
         self.assertEqual(manifest['landmark_teacher']['landmarks_added'], 0)
         self.assertEqual(manifest['faces'], 4)
