@@ -18,6 +18,10 @@ Usage (from the repository root):
   python preprocess/make_records.py --source=wider,jsonl --wider_dir=... \
       --jsonl=/data/extra/labels.jsonl --output_dir=out/records/mix --strict
 
+  # teacher landmarks and ignore regions from a YuNet model (BUILD.md, preprocess/landmark_teacher.py)
+  python preprocess/make_records.py --flagfile=configs/shared_records.flags \
+      --landmark_teacher=../shared/peers/yunet_n_640_640.onnx --output_dir=out/records/shared_lm
+
 Writes ``{output_dir}/{split}-{i:05d}-of-{n:05d}.tfrecord`` per split (see
 preprocess/shards.py: round-robin, resumable: rerun the same command after a kill and only
 the missing shards are written) and ``{output_dir}/manifest.json`` (counts per split and

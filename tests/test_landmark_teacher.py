@@ -213,6 +213,18 @@ class MakeRecordsWithTeacherTest(tf.test.TestCase):
             self.assertAllEqual(r['ignore'], [False, True])
             self.assertAllClose(r['landmarks'][0, :2], [0.2 + 0.4 * 0.4, 0.1 + 0.3 * 0.2])
 
+    def test_beam_runner_writes_the_same_records(self):
+        fake = FakeTeacher([(0.1, 0.2, 0.2, 0.4, 0.7), (0.7, 0.5, 0.1, 0.2, 0.95)])
+        local = self._make(fake)
+        local_bytes = self._shard_bytes()
+        self.out = os.path.join(self.tmp, 'beam')
+        beam = self._make(fake, runner='beam', beam_options=('--runner=DirectRunner',))
+        self.assertEqual(beam['landmark_teacher'], local['landmark_teacher'])
+        self.assertEqual(self._shard_bytes(), local_bytes)
+
+    def _shard_bytes(self):
+        return [open(p, 'rb').read() for p in shards.shard_paths(self.out, 'train', 2)]
+
     def test_low_score_unmatched_dropped(self):
         manifest = self._make(FakeTeacher([(0.7, 0.5, 0.1, 0.2, 0.65)]))
         self.assertEqual(manifest['landmark_teacher']['ignore_added'], 0)
