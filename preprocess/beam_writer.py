@@ -52,7 +52,7 @@ SplitJobs = Dict[str, Tuple[Callable[[], Iterable], int, int]]
 
 def write_splits(jobs: SplitJobs, out_dir: str, pipeline_options: Tuple[str, ...] = (),
                  max_side: int = 0, jpeg_quality: int = 90, strict: bool = False,
-                 progress: bool = True) -> Dict[str, shards.WriteStats]:
+                 progress: bool = True, teacher=None) -> Dict[str, shards.WriteStats]:
     """Writes every split's missing shards in one Beam pipeline; returns each split's counts.
 
     Raises:
@@ -70,7 +70,8 @@ def write_splits(jobs: SplitJobs, out_dir: str, pipeline_options: Tuple[str, ...
         try:
             chunks = _save_listing(jobs, missing, listing_dir)
             with _Poller(out_dir, jobs, missing, expected, progress):
-                _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_quality, strict)
+                _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_quality, strict,
+                     teacher)
         finally:
             tf.io.gfile.rmtree(listing_dir)
     return {split: _split_stats(out_dir, split, n, missing.get(split, ()))
@@ -116,7 +117,7 @@ def _save_listing(jobs: SplitJobs, missing: Dict[str, List[int]], listing_dir: s
     return paths
 
 
-def _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_quality, strict):
+def _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_quality, strict, teacher):
     # DirectRunner's worker processes import this package from the repository root.
     paths = [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]
     os.environ['PYTHONPATH'] = os.pathsep.join([_REPO_ROOT] + [p for p in paths if p != _REPO_ROOT])
@@ -129,7 +130,8 @@ def _run(chunks, missing, jobs, out_dir, pipeline_options, max_side, jpeg_qualit
             listed = p | 'Chunks' >> beam.Create(chunks) | 'Items' >> beam.FlatMap(_load_chunk)
             empty = p | 'EveryShard' >> beam.Create(every_shard)  # shards with no item too
             _ = ((listed, empty) | beam.Flatten() | 'ByShard' >> beam.GroupByKey()
-                 | 'Write' >> beam.Map(_write_shard, out_dir, num_shards, max_side, jpeg_quality, strict))
+                 | 'Write' >> beam.Map(_write_shard, out_dir, num_shards, max_side, jpeg_quality, strict,
+                                     teacher))
     except Exception as e:  # the runner wraps a worker's exception in its own
         found = re.search(r'StrictError: (.*)', str(e))
         if found:
@@ -143,7 +145,7 @@ def _load_chunk(path: str):
 
 
 def _write_shard(element, out_dir: str, num_shards: Dict[str, int], max_side: int,
-                 jpeg_quality: int, strict: bool):
+                 jpeg_quality: int, strict: bool, teacher=None):
     """Encodes and writes one shard's items in item order; its counts saved beside it."""
     (split, shard), listed = element
     path = shards.shard_paths(out_dir, split, num_shards[split])[shard]
@@ -151,7 +153,7 @@ def _write_shard(element, out_dir: str, num_shards: Dict[str, int], max_side: in
     stats = shards.WriteStats()
     with tf.io.TFRecordWriter(tmp) as writer:
         for _, item in sorted((v for v in listed if v is not None), key=lambda v: v[0]):
-            result = shards.encode_job((shard, item), max_side, jpeg_quality)
+            result = shards.encode_job((shard, item), max_side, jpeg_quality, teacher)
             data = shards.count_result(stats, result, strict)
             if data is not None:
                 writer.write(data)

@@ -160,6 +160,19 @@ def encode_item(item: RawItem, max_side: int = 0, jpeg_quality: int = 90):
     Raises:
       SkipItem: when the image itself cannot be used.
     """
+    pixels, record, dropped = load_item(item, max_side)
+    return with_jpeg(record, pixels, jpeg_quality), dropped
+
+
+def with_jpeg(record: FaceRecord, pixels: np.ndarray, jpeg_quality: int = 90) -> FaceRecord:
+    """``record`` holding ``pixels`` as its JPEG."""
+    return dataclasses.replace(record, encoded=encode_jpeg(pixels, jpeg_quality))
+
+
+def load_item(item: RawItem, max_side: int = 0):
+    """encode_item without the JPEG: (pixels as they will be stored, a FaceRecord with no
+    ``encoded`` bytes yet, dropped). A step in between (the landmark teacher) sees the
+    stored image. Raises SkipItem."""
     pixels = item.pixels if item.pixels is not None else load_rgb(item.path)
     height, width = pixels.shape[:2]
     if height < 2 or width < 2:
@@ -194,11 +207,11 @@ def encode_item(item: RawItem, max_side: int = 0, jpeg_quality: int = 90):
         pixels = np.asarray(Image.fromarray(pixels).resize(new_size, Image.BILINEAR))
     record = FaceRecord(
         source_id=item.source_id,
-        encoded=encode_jpeg(pixels, jpeg_quality),
+        encoded=b'',
         height=pixels.shape[0], width=pixels.shape[1],
         # Normalized against the size the boxes were given in; resizing keeps them valid.
         boxes=box_lib.xywh_to_normalized(clipped, height, width),
         landmarks=box_lib.landmarks_xy_to_normalized(lm, height, width) * valid[:, None],
         landmarks_valid=valid.astype(np.int64),
         ignore=ignore[keep].astype(np.int64))
-    return record, dropped
+    return pixels, record, dropped

@@ -18,6 +18,10 @@ Usage (from the repository root):
   python preprocess/make_records.py --source=wider,jsonl --wider_dir=... \
       --jsonl=/data/extra/labels.jsonl --output_dir=out/records/mix --strict
 
+  # teacher landmarks and ignore regions from a YuNet model (BUILD.md, preprocess/landmark_teacher.py)
+  python preprocess/make_records.py --flagfile=configs/shared_records.flags \
+      --landmark_teacher=../shared/peers/yunet_n_640_640.onnx --output_dir=out/records/shared_lm
+
 Writes ``{output_dir}/{split}-{i:05d}-of-{n:05d}.tfrecord`` per split (see
 preprocess/shards.py: round-robin, resumable: rerun the same command after a kill and only
 the missing shards are written) and ``{output_dir}/manifest.json`` (counts per split and
@@ -95,6 +99,16 @@ _BEAM_PIPELINE_OPTIONS = flags.DEFINE_string(
     'beam_pipeline_options', '', '--runner=beam: Beam pipeline arguments, e.g. '
     '"--runner=DirectRunner --direct_num_workers=2 --direct_running_mode=multi_processing" '
     'or "--runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp".')
+_LANDMARK_TEACHER = flags.DEFINE_string(
+    'landmark_teacher', None, 'A YuNet .onnx face detector (needs opencv-python-headless): its '
+    'landmarks go to matched labelled faces, its confident unlabelled faces become ignore '
+    'regions (preprocess/landmark_teacher.py). Negatives are not touched.')
+_LANDMARK_TEACHER_IOU = flags.DEFINE_float(
+    'landmark_teacher_iou', 0.5, '--landmark_teacher: IoU a detection needs with a labelled '
+    'face to give it landmarks (one-to-one, highest IoU first).')
+_LANDMARK_TEACHER_IGNORE_SCORE = flags.DEFINE_float(
+    'landmark_teacher_ignore_score', 0.7, '--landmark_teacher: a detection this confident that '
+    'overlaps no labelled face (IoU < 0.3) is added as an ignore region.')
 
 _SHOWN_PROBLEMS = 10
 
@@ -114,7 +128,9 @@ def _config() -> record_sources.Config:
         synthetic_negative_fraction=_SYNTHETIC_NEGATIVE_FRACTION.value,
         negative_fraction=_NEGATIVE_FRACTION.value, negatives=tuple(_NEGATIVES.value),
         negatives_dir=_NEGATIVES_DIR.value, strict=_STRICT.value, progress=_PROGRESS.value,
-        runner=_RUNNER.value, beam_options=tuple(shlex.split(_BEAM_PIPELINE_OPTIONS.value)))
+        runner=_RUNNER.value, beam_options=tuple(shlex.split(_BEAM_PIPELINE_OPTIONS.value)),
+        landmark_teacher=_LANDMARK_TEACHER.value, landmark_teacher_iou=_LANDMARK_TEACHER_IOU.value,
+        landmark_teacher_ignore_score=_LANDMARK_TEACHER_IGNORE_SCORE.value)
 
 
 def _flag_values() -> dict:
@@ -151,6 +167,10 @@ def main(argv):
         print(f'{split}: {info["images"]} images, {info["faces"]} faces '
               f'({info["ignored_faces"]} ignored) in {len(info["shards"])} shards{reused}: '
               f'{os.path.join(config.output_dir, split)}-*-of-{len(info["shards"]):05d}.tfrecord')
+    teacher = manifest['landmark_teacher']
+    if teacher:
+        print(f'landmark teacher {teacher["model"]}: {teacher["landmarks_added"]} faces got landmarks, '
+              f'{teacher["ignore_added"]} ignore regions added in {teacher["images"]} images')
     print(f'manifest: {os.path.join(config.output_dir, "manifest.json")} '
           f'({manifest["seconds"]:.1f} s)')
 

@@ -69,6 +69,9 @@ class Config:
     progress: bool = True
     runner: str = 'local'
     beam_options: Tuple[str, ...] = ()  # Beam pipeline arguments, e.g. ('--runner=DirectRunner',)
+    landmark_teacher: Optional[str] = None  # YuNet .onnx path (preprocess/landmark_teacher.py)
+    landmark_teacher_iou: float = 0.5
+    landmark_teacher_ignore_score: float = 0.7
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,6 +176,27 @@ def _check(config: Config):
             raise ConfigError(f'--jsonl_box_adjust: {e}') from None
     if config.synthetic_min_side > config.synthetic_max_side or config.synthetic_min_side < 8:
         raise ConfigError('--synthetic_min_side must be >= 8 and <= --synthetic_max_side')
+    if not 0.0 < config.landmark_teacher_iou <= 1.0:
+        raise ConfigError(f'--landmark_teacher_iou={config.landmark_teacher_iou} must be in (0, 1]')
+    if not 0.0 <= config.landmark_teacher_ignore_score <= 1.0:
+        raise ConfigError(f'--landmark_teacher_ignore_score={config.landmark_teacher_ignore_score} '
+                          'must be in [0, 1]')
+
+
+def _teacher(config: Config, detect: Optional[Callable] = None):
+    """The landmark teacher of ``config`` (None without --landmark_teacher); ``detect``
+    replaces the YuNet model (tests). Raises ConfigError when it cannot run."""
+    if not config.landmark_teacher:
+        return None
+    from preprocess import landmark_teacher
+    if detect is None:
+        try:
+            detect = landmark_teacher.load_yunet(config.landmark_teacher)
+        except landmark_teacher.TeacherError as e:
+            raise ConfigError(str(e)) from None
+    return landmark_teacher.Teacher(
+        detect, name=os.path.basename(config.landmark_teacher), match_iou=config.landmark_teacher_iou,
+        ignore_score=config.landmark_teacher_ignore_score)
 
 
 def _module(name: str):
@@ -248,8 +272,12 @@ def _negatives(config: Config, split: str, num_positives: int) -> Iterable:
     return itertools.chain(*streams)
 
 
-def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
+def make_records(config: Config, flag_values: Optional[dict] = None,
+                 teacher_detect: Optional[Callable] = None) -> dict:
     """Writes the shards of every requested split and ``manifest.json``; returns the manifest.
+
+    ``teacher_detect`` stands in for the --landmark_teacher model (a detector callable, see
+    preprocess/landmark_teacher.py); tests inject a fake.
 
     Raises:
       ConfigError: bad input, before anything is written.
@@ -260,6 +288,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     for name in config.sources:
         _module(name)  # fail early if a reader is missing
     beam_writer = _beam_writer(config.beam_options) if config.runner == 'beam' else None
+    teacher = _teacher(config, teacher_detect)
     settings = _check_same_settings(config)
     try:
         counts, _ = _scan(config)
@@ -273,12 +302,13 @@ def make_records(config: Config, flag_values: Optional[dict] = None) -> dict:
     if beam_writer:
         split_stats = beam_writer.write_splits(
             jobs, config.output_dir, config.beam_options, max_side=config.max_side,
-            jpeg_quality=config.jpeg_quality, strict=config.strict, progress=config.progress)
+            jpeg_quality=config.jpeg_quality, strict=config.strict, progress=config.progress,
+            teacher=teacher)
     else:
         split_stats = {split: shards.write_shards(
             make_items, config.output_dir, split, num_shards, num_workers=config.num_workers,
             max_side=config.max_side, jpeg_quality=config.jpeg_quality, strict=config.strict,
-            progress=config.progress, expected_items=expected)
+            progress=config.progress, expected_items=expected, teacher=teacher)
             for split, (make_items, num_shards, expected) in jobs.items()}
     manifest = _manifest(config, split_stats, time.time() - start, flag_values)
     files.write_json(os.path.join(config.output_dir, 'manifest.json'), manifest, indent=1, default=str)
@@ -335,7 +365,10 @@ def _check_same_settings(config: Config):
     current = json.loads(json.dumps(current, default=str))
     path = os.path.join(config.output_dir, shards.STATS_DIR, SETTINGS_FILE)
     if files.exists(path):
-        saved = json.loads(files.read_text(path))
+        # A field added after the folder was written counts as its default there.
+        defaults = {f.name: f.default for f in dataclasses.fields(Config)
+                    if f.default is not dataclasses.MISSING and f.name not in _NOT_CONTENT}
+        saved = {**json.loads(json.dumps(defaults, default=str)), **json.loads(files.read_text(path))}
         changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
             details = '; '.join(f'{k}: {saved.get(k)!r} -> {current.get(k)!r}' for k in changed)
@@ -367,12 +400,29 @@ def _manifest(config: Config, split_stats: Dict[str, shards.WriteStats], seconds
         'skipped': total.skipped,
         'dropped_boxes': total.dropped,
         'problems': total.problems,
+        'landmark_teacher': _teacher_summary(config, total),
         'splits': {split: {
             'images': s.images, 'faces': s.faces, 'ignored_faces': s.ignored_faces,
             'by_source': s.by_source, 'skipped': s.skipped, 'dropped_boxes': s.dropped,
+            'teacher': s.teacher,
             'shards': [os.path.basename(p) for p in s.shards],
             'reused_shards': [os.path.basename(p) for p in s.reused_shards],
         } for split, s in split_stats.items()},
         'config': dataclasses.asdict(config),
         'flags': flag_values or {},
     }
+
+
+def _teacher_summary(config: Config, total: shards.WriteStats) -> Optional[dict]:
+    """The manifest's record of the landmark teacher: which model, its thresholds, its counts."""
+    if not config.landmark_teacher:
+        return None
+    from preprocess import landmark_teacher
+    return {'model': os.path.basename(config.landmark_teacher),
+            'match_iou': config.landmark_teacher_iou,
+            'ignore_score': config.landmark_teacher_ignore_score,
+            'detect_score': landmark_teacher.DETECT_SCORE,
+            'unlabelled_iou': landmark_teacher.UNLABELLED_IOU,
+            'images': total.teacher.get('images', 0),
+            'landmarks_added': total.teacher.get('landmarks_added', 0),
+            'ignore_added': total.teacher.get('ignore_added', 0)}

@@ -15,7 +15,8 @@ finishes shards one after another (shard i's items are picked from a full pass o
 
 Parallelism. Items go to a ``multiprocessing`` Pool (fork: workers inherit the imported
 modules, no re-import of TensorFlow) through ``imap``, which keeps their order. Workers
-load, repair and JPEG-encode each item (``items.encode_item``) and serialize the
+load and repair each item (``items.load_item``), run the optional landmark teacher on the
+stored pixels (``landmark_teacher.Teacher``), JPEG-encode it and serialize the
 tf.train.Example; the main process only appends bytes to the open shard. ``imap`` would
 pull the whole input iterator into its task queue, so the input is gated by a semaphore:
 at most ``max_in_flight`` items are between the reader and the writer, and memory stays
@@ -77,8 +78,10 @@ class WriteStats:
     """Counts of what was written (and skipped) for one shard, a split or a whole run.
 
     ``by_source`` maps source -> {'images': int, 'faces': int}; ``skipped`` maps a skip
-    reason -> items; ``dropped`` maps a box-repair reason -> boxes; ``problems`` holds
-    the first MAX_PROBLEMS messages ('reason: file:line: text').
+    reason -> items; ``dropped`` maps a box-repair reason -> boxes; ``teacher`` maps a
+    landmark-teacher count ('landmarks_added', 'ignore_added', 'images') -> number (empty
+    without a teacher); ``problems`` holds the first MAX_PROBLEMS messages
+    ('reason: file:line: text').
     """
     images: int = 0
     faces: int = 0
@@ -86,11 +89,13 @@ class WriteStats:
     by_source: Dict[str, Dict[str, int]] = dataclasses.field(default_factory=dict)
     skipped: Dict[str, int] = dataclasses.field(default_factory=dict)
     dropped: Dict[str, int] = dataclasses.field(default_factory=dict)
+    teacher: Dict[str, int] = dataclasses.field(default_factory=dict)
     problems: List[str] = dataclasses.field(default_factory=list)
     shards: List[str] = dataclasses.field(default_factory=list)
     reused_shards: List[str] = dataclasses.field(default_factory=list)
 
-    def add_record(self, source: str, faces: int, ignored: int, dropped: Dict[str, int]):
+    def add_record(self, source: str, faces: int, ignored: int, dropped: Dict[str, int],
+                   taught: Optional[Dict[str, int]] = None):
         self.images += 1
         self.faces += faces
         self.ignored_faces += ignored
@@ -99,6 +104,8 @@ class WriteStats:
         counts['faces'] += faces
         for reason, n in dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + n
+        for key, n in (taught or {}).items():
+            self.teacher[key] = self.teacher.get(key, 0) + n
 
     def add_skip(self, reason: str, message: str):
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -114,7 +121,8 @@ class WriteStats:
             mine = self.by_source.setdefault(source, {'images': 0, 'faces': 0})
             for key, n in counts.items():
                 mine[key] = mine.get(key, 0) + n
-        for mine, theirs in ((self.skipped, other.skipped), (self.dropped, other.dropped)):
+        for mine, theirs in ((self.skipped, other.skipped), (self.dropped, other.dropped),
+                             (self.teacher, other.teacher)):
             for reason, n in theirs.items():
                 mine[reason] = mine.get(reason, 0) + n
         self.problems += other.problems[:max(0, MAX_PROBLEMS - len(self.problems))]
@@ -147,10 +155,13 @@ def _skip_message(item, skip: SkipItem) -> str:
     return f'{origin}: {skip.detail}' if origin and origin not in skip.detail else skip.detail
 
 
-def encode_job(job, max_side: int, jpeg_quality: int):
+def encode_job(job, max_side: int, jpeg_quality: int, teacher=None):
     """Worker: (shard, item) -> a small tuple the writer can count (count_result) and write.
 
-    Returns ('record', shard, source_id, serialized, faces, ignored, dropped),
+    ``teacher``: an optional landmark_teacher.Teacher, run here on the image as stored
+    (the one place both runners pass through).
+
+    Returns ('record', shard, source_id, serialized, faces, ignored, dropped, taught),
     ('skip', shard, source_id, reason, message) or ('end', shard).
     """
     shard, item = job
@@ -162,11 +173,16 @@ def encode_job(job, max_side: int, jpeg_quality: int):
     try:
         if hasattr(item, 'to_raw_item'):
             item = item.to_raw_item()
-        record, dropped = items_lib.encode_item(item, max_side=max_side, jpeg_quality=jpeg_quality)
+        pixels, record, dropped = items_lib.load_item(item, max_side=max_side)
     except SkipItem as skip:
         return ('skip', shard, source_id, skip.reason, _skip_message(item, skip))
+    taught = {}
+    if teacher is not None and teacher.applies_to(record.source_id):
+        record, taught = teacher.label(pixels, record)
+        taught['images'] = 1
+    record = items_lib.with_jpeg(record, pixels, jpeg_quality)
     data = features.to_example(record).SerializeToString(deterministic=True)  # same bytes on any worker
-    return ('record', shard, source_id, data, record.num_faces, int(record.ignore.sum()), dropped)
+    return ('record', shard, source_id, data, record.num_faces, int(record.ignore.sum()), dropped, taught)
 
 
 def count_result(stats: WriteStats, result: tuple, strict: bool) -> Optional[bytes]:
@@ -178,8 +194,8 @@ def count_result(stats: WriteStats, result: tuple, strict: bool) -> Optional[byt
             raise StrictError(f'{source_id or "reader"}: {reason}: {message}')
         stats.add_skip(reason, message)
         return None
-    _, _, source_id, data, faces, ignored, dropped = result
-    stats.add_record(source_of(source_id), faces, ignored, dropped)
+    _, _, source_id, data, faces, ignored, dropped, taught = result
+    stats.add_record(source_of(source_id), faces, ignored, dropped, taught)
     return data
 
 
@@ -252,7 +268,8 @@ class Progress:
 def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, num_shards: int,
                  num_workers: int = 1, max_side: int = 0, jpeg_quality: int = 90,
                  strict: bool = False, max_in_flight: Optional[int] = None,
-                 progress: bool = True, expected_items: Optional[int] = None) -> WriteStats:
+                 progress: bool = True, expected_items: Optional[int] = None,
+                 teacher=None) -> WriteStats:
     """Writes one split's items into ``num_shards`` round-robin shards (see module doc).
 
     Args:
@@ -270,6 +287,7 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
       max_in_flight: items between reader and writer at once (default 32 per worker).
       progress: print a progress line to stderr every ~2 s.
       expected_items: the split's item count if known (for the ETA before the first pass ends).
+      teacher: optional landmark_teacher.Teacher run on every item (see encode_job).
 
     Returns:
       WriteStats of the whole split, the shards kept from an earlier run included.
@@ -315,7 +333,7 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
                     return
             yield shard, _END
 
-    encode = functools.partial(encode_job, max_side=max_side, jpeg_quality=jpeg_quality)
+    encode = functools.partial(encode_job, max_side=max_side, jpeg_quality=jpeg_quality, teacher=teacher)
     pool = None
     if num_workers > 1:
         method = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else None
