@@ -8,8 +8,8 @@ import sys
 import tempfile
 
 import numpy as np
-
 import tensorflow as tf
+from PIL import Image
 
 from tests import cli
 from tests import fixtures
