@@ -28,8 +28,10 @@ import math
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TF is imported only for box helpers
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TF is imported only for box helpers
+from common import quiet  # noqa: E402  # pylint: disable=g-import-not-at-top
+quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.py)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
