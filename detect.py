@@ -41,7 +41,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from common import quiet  # noqa: E402
+quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.py)
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -113,22 +114,13 @@ def detections_for(signature, pixels, score_threshold, scales=(1.0,), landmarks=
 
 def draw(pixels, result, path, threshold):
     """Writes an annotated PNG: a box, the score and 5 landmark dots (if the result has them)
-    per face >= threshold."""
-    from PIL import Image, ImageDraw
-    image = Image.fromarray(pixels)
-    pen = ImageDraw.Draw(image)
-    width = max(1, round(max(image.size) / 300))
-    landmarks = result.get('landmarks') or [()] * len(result['boxes'])
-    for (x, y, w, h), score, lm in zip(result['boxes'], result['scores'], landmarks):
-        if score < threshold:
-            continue
-        pen.rectangle([x, y, x + w, y + h], outline=(0, 255, 0), width=width)
-        pen.text((x + 2, max(0, y - 11)), f'{score:.2f}', fill=(0, 255, 0))
-        colours = [(255, 0, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)]
-        for i, colour in enumerate(colours if len(lm) else []):
-            px, py = lm[2 * i], lm[2 * i + 1]
-            pen.ellipse([px - width, py - width, px + width, py + width], fill=colour)
-    image.save(path)
+    per face >= threshold (common/drawing.py)."""
+    from common import drawing
+    keep = [i for i, score in enumerate(result['scores']) if score >= threshold]
+    landmarks = result.get('landmarks')
+    drawing.draw_faces(drawing.to_image(pixels), [result['boxes'][i] for i in keep], (0, 255, 0),
+                       [result['scores'][i] for i in keep],
+                       [landmarks[i] for i in keep] if landmarks else None).save(path)
 
 
 def _load_model(model_dir):

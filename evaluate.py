@@ -16,7 +16,10 @@ not counted. Matching, ignored faces and AP are defined in evaluation/wider.py.
 Prints a table (images, faces, ignored faces, detections, AP per IoU threshold, recall and
 precision at --score_threshold, false positives per face-free image), then AP at the first
 IoU threshold by face height (--size_bands; each band ignores the faces and the unmatched
-detections of other heights, as COCO's small/medium/large do). Bad input ends with
+detections of other heights, as COCO's small/medium/large do), then the landmark NME (mean,
+median and count of the faces matched at IoU 0.5 by detections at --score_threshold, by
+inter-ocular distance; evaluation/landmarks.py) when the labels have landmarks and the
+detections have them too; nothing about landmarks otherwise. Bad input ends with
 one error line naming the file and line, and exit status 1.
 """
 
@@ -25,14 +28,17 @@ import math
 import os
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TF is imported only for box helpers
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')  # TF is imported only for box helpers
+from common import quiet  # noqa: E402  # pylint: disable=g-import-not-at-top
+quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.py)
 
 from absl import app  # pylint: disable=g-import-not-at-top
 from absl import flags
 import numpy as np
 
 from evaluation import labels as label_lib  # pylint: disable=g-import-not-at-top
+from evaluation import landmarks as landmark_lib
 from evaluation import wider
 
 _DETECTIONS = flags.DEFINE_string('detections', None, 'detections.jsonl to score.')
@@ -59,9 +65,11 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _load(label_specs, detections_path, iou_thresholds, min_face, bands=()):
+def _load(label_specs, detections_path, iou_thresholds, min_face, bands=(),
+          score_threshold=0.5):
     """Reads the inputs and runs one Accumulator per IoU threshold, then one per size band
-    (at the first threshold)."""
+    (at the first threshold), and the landmark NME (None when the labels or the detections
+    have no landmarks)."""
     gt, skipped = {}, []
     for spec in label_specs:
         for key, value in label_lib.load_labels(spec, skipped).items():
@@ -73,14 +81,23 @@ def _load(label_specs, detections_path, iou_thresholds, min_face, bands=()):
     accs = [wider.Accumulator(t, min_face) for t in iou_thresholds]
     accs += [wider.Accumulator(iou_thresholds[0], low, high, band_detections=True)
              for low, high in bands]
-    for key, (gt_boxes, gt_ignore) in gt.items():
+    nme = landmark_lib.NmeAccumulator(score_threshold, min_face)
+    has_points = [False, False]  # any labelled face has landmarks; any detection entry has
+    for key, faces in gt.items():
         det = pairing.matched.get(key)
         det_boxes = det.boxes if det else np.zeros([0, 4])
         det_scores = det.scores if det else np.zeros([0])
         for acc in accs:
-            acc.add_image(gt_boxes, det_boxes, det_scores, gt_ignore)
+            acc.add_image(faces.boxes, det_boxes, det_scores, faces.ignore)
+        has_points[0] |= bool(np.isfinite(faces.landmarks).any())
+        if det is not None and det.landmarks is not None:
+            has_points[1] = True
+            nme.add_image(faces.boxes, faces.landmarks, det.boxes, det.scores, det.landmarks,
+                          faces.ignore)
     results = [acc.result() for acc in accs]
-    return results[:len(iou_thresholds)], results[len(iou_thresholds):], pairing, skipped
+    nme_result = nme.result() if all(has_points) else None
+    return (results[:len(iou_thresholds)], results[len(iou_thresholds):], pairing, skipped,
+            nme_result)
 
 
 def _report(pairing, skipped):
@@ -116,8 +133,8 @@ def main(argv):
     bands = wider.size_bands(edges, _MIN_FACE.value) if edges else []
     threshold = _SCORE_THRESHOLD.value
     try:
-        results, band_results, pairing, skipped = _load(
-            _LABELS.value, _DETECTIONS.value, iou_thresholds, _MIN_FACE.value, bands)
+        results, band_results, pairing, skipped, nme = _load(
+            _LABELS.value, _DETECTIONS.value, iou_thresholds, _MIN_FACE.value, bands, threshold)
     except (label_lib.InputError, OSError, ImportError) as e:
         sys.exit(f'error: {e}')
     _report(pairing, skipped)
@@ -146,6 +163,9 @@ def main(argv):
     if band_rows:
         rows.append((f'AP @ IoU {iou_thresholds[0]:g} by face height', ''))
         rows += band_rows
+    if nme is not None:
+        rows += [(f'landmark NME @ score>={threshold:g}, IoU {landmark_lib.IOU_THRESHOLD:g} '
+                  f'({nme.num_faces} faces)', ''), ('  mean', nme.mean), ('  median', nme.median)]
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f'{name:<{width}}  {_fmt(value)}')
@@ -167,6 +187,8 @@ def main(argv):
                          for k, v in r.summary(threshold).items()} for r in results],
             'ap_by_face_height': [r.band_summary() for r in band_results],
         }
+        if nme is not None:
+            metrics['landmark_nme'] = {'score_threshold': threshold, **nme.summary()}
         os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT_JSON.value)), exist_ok=True)
         with open(_OUTPUT_JSON.value, 'w', encoding='utf-8') as f:
             json.dump(metrics, f, indent=2)

@@ -37,7 +37,8 @@ import shutil
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from common import quiet  # noqa: E402
+quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.py)
 
 from absl import app, flags, logging  # noqa: E402
 

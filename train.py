@@ -23,7 +23,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # keep TF's C++ start-up chatter out
+from common import quiet  # noqa: E402
+quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.py)
 
 from absl import app, flags, logging  # noqa: E402
 

@@ -1,18 +1,23 @@
 """Ground truth and detections for evaluation, and the rule that pairs them by image path.
 
-Ground truth is a dict ``{key: (gt_boxes_xywh [N, 4] float32 pixels, gt_ignore [N] bool)}``
-loaded from one of:
+Ground truth is a dict ``{key: Faces}``: per image ``boxes`` [N, 4] float32 pixel xywh,
+``ignore`` [N] bool and ``landmarks`` [N, 10] float32 pixel (x, y) pairs (NaN rows for faces
+without points), loaded from one of:
   * a JSONL labels file (``.jsonl``): ``{"image", "boxes": [[x, y, w, h], ...],
-    optional "ignore": [0/1, ...]}`` per line; key = the image path joined to the labels
-    file's folder (absolute, normalised);
+    optional "ignore": [0/1, ...], optional "landmarks": [[x0, y0, ..., x4, y4] or null,
+    ...]}`` per line (one landmarks entry per box, null for a face without points; the
+    points in data/features.py's order, pixels as in detections.jsonl); key = the image
+    path joined to the labels file's folder (absolute, normalised);
   * the official WIDER FACE gt txt (``.txt``), parsed by ``preprocess.widerface``;
     key = the path as written there (relative to ``WIDER_*/images``); ``invalid=1`` faces
-    are ignored; malformed entries are skipped and reported;
+    are ignored; malformed entries are skipped and reported; no landmarks;
   * TFRecords written by ``data.features`` (any other pattern, globbed): key =
-    ``source_id``; normalized yxyx boxes are turned into pixels with the record's size.
+    ``source_id``; normalized yxyx boxes and (y, x) landmarks are turned into pixels with
+    the record's size (faces with ``landmarks_valid`` 0 get NaN rows).
 
 Detections come from ``detections.jsonl``: ``{"image", "width", "height", "boxes":
-[[x, y, w, h], ...], "scores": [...]}`` per line.
+[[x, y, w, h], ...], "scores": [...], optional "landmarks": [[x0, y0, ..., x4, y4], ...]}``
+per line (no "landmarks" when the model has none).
 
 Pairing rule (``pair``): paths are split into components after normalisation ('\\' -> '/',
 '.' and '..' resolved where possible). A detection entry goes to the label key sharing
@@ -29,11 +34,19 @@ import dataclasses
 import glob
 import json
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-GroundTruth = Dict[str, Tuple[np.ndarray, np.ndarray]]
+
+class Faces(NamedTuple):
+    """One image's ground truth (see the module docstring)."""
+    boxes: np.ndarray
+    ignore: np.ndarray
+    landmarks: np.ndarray
+
+
+GroundTruth = Dict[str, Faces]
 _WIDER_INVALID = 3  # column of ``invalid`` in WIDER's six attributes
 
 
@@ -56,6 +69,31 @@ def _boxes(value, where: str) -> np.ndarray:
     if not np.all(np.isfinite(b)):
         raise InputError(f'{where}: "boxes" holds a non-finite number')
     return b
+
+
+def _no_landmarks(n: int) -> np.ndarray:
+    return np.full([n, 10], np.nan, np.float32)
+
+
+def _landmarks(value, n: int, where: str) -> np.ndarray:
+    """[[x0, y0, ..., x4, y4] or null, ...] (one per box) -> [n, 10] float32 with NaN rows
+    for null, or InputError; a missing key gives all NaN."""
+    if value is None:
+        return _no_landmarks(n)
+    if not isinstance(value, list) or len(value) != n:
+        raise InputError(f'{where}: "landmarks" must hold one entry per box ({n})')
+    out = _no_landmarks(n)
+    for i, points in enumerate(value):
+        if points is None:
+            continue
+        try:
+            out[i] = np.asarray(points, np.float32).reshape(10)
+        except (TypeError, ValueError):
+            raise InputError(f'{where}: "landmarks" entry {i} must be null or 10 numbers '
+                             '[x0, y0, ..., x4, y4]') from None
+        if not np.all(np.isfinite(out[i])):
+            raise InputError(f'{where}: "landmarks" entry {i} holds a non-finite number')
+    return out
 
 
 def _json_lines(path: str):
@@ -91,7 +129,9 @@ def load_jsonl_labels(path: str) -> GroundTruth:
         ignore = np.asarray(obj.get('ignore', np.zeros(len(boxes))), bool).reshape(-1)
         if len(ignore) != len(boxes):
             raise InputError(f'{where}: {len(boxes)} boxes but {len(ignore)} ignore flags')
-        _put(gt, os.path.normpath(os.path.join(root, obj['image'])), (boxes, ignore), where)
+        landmarks = _landmarks(obj.get('landmarks'), len(boxes), where)
+        _put(gt, os.path.normpath(os.path.join(root, obj['image'])),
+             Faces(boxes, ignore, landmarks), where)
     return gt
 
 
@@ -117,7 +157,7 @@ def load_wider_labels(path: str, skipped: List[str] = None) -> GroundTruth:
         ignore = np.zeros(len(boxes), bool)
         if attrs.size:
             ignore = attrs.reshape(len(boxes), -1)[:, _WIDER_INVALID] != 0
-        _put(gt, rel_path, (boxes, ignore), f'{path}:{line_no}')
+        _put(gt, rel_path, Faces(boxes, ignore, _no_landmarks(len(boxes))), f'{path}:{line_no}')
     return gt
 
 
@@ -136,8 +176,11 @@ def load_tfrecord_labels(pattern: str) -> GroundTruth:
         try:
             for i, ex in enumerate(ds.as_numpy_iterator()):
                 boxes = box_lib.normalized_to_xywh(ex['boxes'], ex['height'], ex['width'])
-                _put(gt, ex['source_id'].decode('utf-8'), (boxes, ex['ignore'].astype(bool)),
-                     f'{path}: record {i}')
+                marks = box_lib.normalized_to_landmarks_xy(
+                    ex['landmarks'], ex['height'], ex['width']).reshape(-1, 10)
+                marks[~ex['landmarks_valid'].astype(bool)] = np.nan
+                _put(gt, ex['source_id'].decode('utf-8'),
+                     Faces(boxes, ex['ignore'].astype(bool), marks), f'{path}: record {i}')
         except tf.errors.OpError as e:
             raise InputError(f'{path}: unreadable TFRecord ({e.message})') from None
     return gt
@@ -154,12 +197,14 @@ def load_labels(spec: str, skipped: List[str] = None) -> GroundTruth:
 
 @dataclasses.dataclass
 class Detections:
-    """One detections.jsonl entry: boxes [M, 4] pixel xywh and scores [M]."""
+    """One detections.jsonl entry: boxes [M, 4] pixel xywh, scores [M] and landmarks
+    [M, 10] pixel (x, y) pairs (None when the entry has none)."""
     image: str
     boxes: np.ndarray
     scores: np.ndarray
     where: str
     error: str = ''  # detect.py could not read the image: no boxes, its faces are missed
+    landmarks: Optional[np.ndarray] = None
 
 
 def load_detections(path: str) -> List[Detections]:
@@ -175,7 +220,13 @@ def load_detections(path: str) -> List[Detections]:
             raise InputError(f'{where}: {len(boxes)} boxes but {len(scores)} scores')
         if not np.all(np.isfinite(scores)):
             raise InputError(f'{where}: "scores" holds a non-finite number')
-        out.append(Detections(obj['image'], boxes, scores, where, str(obj.get('error') or '')))
+        landmarks = None
+        if obj.get('landmarks') is not None:
+            landmarks = _landmarks(obj['landmarks'], len(boxes), where)
+            if np.isnan(landmarks).any():
+                raise InputError(f'{where}: "landmarks" must be 10 numbers for every box')
+        out.append(Detections(obj['image'], boxes, scores, where, str(obj.get('error') or ''),
+                              landmarks))
     return out
 
 

@@ -71,12 +71,16 @@ class ImageMatch:
       is_tp, is_fp: [M] bool; both False for an ignored detection.
       num_faces: faces that count (not ignored).
       num_ignored_faces: faces left out.
+      order: [M] int, the input index of each detection (scores[i] is det_scores[order[i]]).
+      face: [M] int, the face each true positive matched (an index into gt_boxes), else -1.
     """
     scores: np.ndarray
     is_tp: np.ndarray
     is_fp: np.ndarray
     num_faces: int
     num_ignored_faces: int
+    order: np.ndarray = None
+    face: np.ndarray = None
 
 
 def match_image(gt_boxes, det_boxes, det_scores, gt_ignore=None,
@@ -114,15 +118,17 @@ def match_image(gt_boxes, det_boxes, det_scores, gt_ignore=None,
     matched = np.zeros(len(gt_xyxy), bool)
     is_tp = np.zeros(len(scores), bool)
     is_fp = np.zeros(len(scores), bool)
+    face = np.full(len(scores), -1)
     for d in range(len(scores)):
         hit = iou[d] >= iou_threshold
         free = hit & ~ignore & ~matched
         if free.any():
-            matched[np.argmax(np.where(free, iou[d], -1.0))] = True
+            face[d] = np.argmax(np.where(free, iou[d], -1.0))
+            matched[face[d]] = True
             is_tp[d] = True
         elif not (hit & ignore).any() and not out_of_band[d]:
             is_fp[d] = True
-    return ImageMatch(scores, is_tp, is_fp, int((~ignore).sum()), int(ignore.sum()))
+    return ImageMatch(scores, is_tp, is_fp, int((~ignore).sum()), int(ignore.sum()), order, face)
 
 
 def average_precision(recall, precision) -> float:

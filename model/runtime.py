@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from common import quiet
 from model.lite_network import MULTIPLE as _MULTIPLE
 
 # The files export.py writes beside the SavedModel (this module imports no TensorFlow at the
@@ -200,13 +201,15 @@ class LiteSignature:
         if key in self._interpreters:
             self._interpreters.move_to_end(key)
             return self._interpreters[key]
-        with warnings.catch_warnings():  # its deprecation notice, for TF 2.22+ (we pin < 2.22)
-            warnings.simplefilter('ignore', UserWarning)
+        # TFLite's C++ logger says "Created TensorFlow Lite XNNPACK delegate" for each one,
+        # with no setting to stop it: common/quiet.py drops that line and keeps the rest.
+        with warnings.catch_warnings(), quiet.drop_notices():
+            warnings.simplefilter('ignore', UserWarning)  # its deprecation notice, TF 2.22+
             interpreter = tf.lite.Interpreter(model_content=self._network.for_size(resize_to),
                                               num_threads=self._num_threads)
-        input_index = interpreter.get_input_details()[0]['index']
-        interpreter.resize_tensor_input(input_index, shape)
-        interpreter.allocate_tensors()
+            input_index = interpreter.get_input_details()[0]['index']
+            interpreter.resize_tensor_input(input_index, shape)
+            interpreter.allocate_tensors()
         self._interpreters[key] = (interpreter, input_index,
                                    interpreter.get_output_details()[0]['index'])
         if len(self._interpreters) > _PLANNED_SHAPES:

@@ -46,6 +46,8 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _REPO_ROOT not in sys.path:
     sys.path.insert(0, _REPO_ROOT)
 
+from common import quiet  # noqa: E402
+quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.py)
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 

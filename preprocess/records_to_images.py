@@ -4,8 +4,9 @@ Usage:
   python preprocess/records_to_images.py --records='out/records/synthetic/val-*' \
       --output_dir=out/quickstart/val_images
 
-The labels.jsonl uses the project's public format (pixel [x, y, w, h] boxes, plus
-"ignore"), so evaluate.py can score detect.py's output on the same images, and a person
+The labels.jsonl uses the project's public format (pixel [x, y, w, h] boxes, "ignore", and
+"landmarks": one [x0, y0, ..., x4, y4] pixel list per box, null where the record's
+landmarks_valid is 0; evaluation/labels.py reads it), so evaluate.py can score detect.py's output on the same images, and a person
 can look at what the records hold.
 """
 
@@ -14,7 +15,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from common import quiet  # noqa: E402
+quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.py)
 
 from absl import app, flags, logging  # noqa: E402
 
@@ -45,12 +47,21 @@ def records_to_images(file_pattern, output_dir, limit=0):
                 'image': name, 'width': w, 'height': h,
                 'boxes': box_lib.normalized_to_xywh(ex['boxes'].numpy(), h, w).round(2).tolist(),
                 'ignore': ex['ignore'].numpy().astype(int).tolist(),
+                'landmarks': _landmarks_px(ex, h, w),
                 'source_id': ex['source_id'].numpy().decode('utf-8'),
             }) + '\n')
             count += 1
             if limit and count >= limit:
                 break
     return count
+
+
+def _landmarks_px(ex, height, width):
+    """[[x0, y0, ..., x4, y4] or None per box] in pixels, from a parsed record."""
+    from data import boxes as box_lib
+    points = box_lib.normalized_to_landmarks_xy(ex['landmarks'].numpy(), height, width)
+    return [p.reshape(10).round(2).tolist() if valid else None
+            for p, valid in zip(points, ex['landmarks_valid'].numpy())]
 
 
 def main(argv):

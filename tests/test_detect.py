@@ -3,9 +3,13 @@
 import json
 import os
 import re
+import subprocess
+import sys
 import tempfile
 
+import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 from tests import cli
 from tests import fixtures
@@ -80,6 +84,40 @@ class HostileInputsTest(tf.test.TestCase):
             'error': '128x96 = 0 MP is over max_pixels=10000 (0 MP)'}])
         self.assertIn('none of the 1 images could be read', result.stderr)
         self.assertNotIn('Traceback', result.stderr)
+
+
+_DRAW = """
+import json, sys
+import numpy as np
+import detect
+result = json.loads(sys.argv[1])
+detect.draw(np.zeros([64, 64, 3], np.uint8), result, sys.argv[2], 0.5)
+"""
+
+
+class DrawTest(tf.test.TestCase):
+
+    def _draw(self, result, name):
+        path = os.path.join(self.get_temp_dir(), name)
+        proc = subprocess.run([sys.executable, '-c', _DRAW, json.dumps(result), path],
+                              cwd=cli.ROOT, capture_output=True, text=True, timeout=60)
+        self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+        return np.asarray(Image.open(path).convert('RGB'))
+
+    def test_landmark_dots_are_drawn_in_their_colours(self):
+        face = {'boxes': [[10, 10, 40, 40]], 'scores': [0.9]}
+        points = [20, 22, 40, 22, 30, 32, 22, 42, 38, 42]
+        plain = self._draw(face, 'plain.png')
+        marked = self._draw({**face, 'landmarks': [points]}, 'marked.png')
+        self.assertAllEqual(plain[22, 20], [0, 0, 0])
+        self.assertAllEqual(marked[22, 20], [255, 0, 0])   # left eye
+        self.assertAllEqual(marked[22, 40], [0, 0, 255])   # right eye
+        self.assertAllEqual(marked[32, 30], [255, 255, 0])  # nose
+        self.assertAllEqual(marked[10, 30], plain[10, 30])  # the box is drawn either way
+        self.assertAllEqual(marked[10, 30], [0, 255, 0])
+        low = self._draw({'boxes': face['boxes'], 'scores': [0.2], 'landmarks': [points]},
+                         'low.png')
+        self.assertAllEqual(low[22, 20], [0, 0, 0])  # under the threshold: nothing drawn
 
 
 if __name__ == '__main__':

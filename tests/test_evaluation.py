@@ -194,7 +194,7 @@ class LabelsTest(tf.test.TestCase):
                              'boxes': [FACE_A, FACE_B], 'ignore': [0, 1]},
                             {'image': 'images/b.jpg', 'width': 64, 'height': 64, 'boxes': []}])
         gt = label_lib.load_labels(path)
-        boxes, ignore = gt[os.path.join(root, 'images', 'a.jpg')]
+        boxes, ignore, _ = gt[os.path.join(root, 'images', 'a.jpg')]
         self.assertAllClose(boxes, [FACE_A, FACE_B])
         self.assertAllEqual(ignore, [False, True])
         self.assertEqual(gt[os.path.join(root, 'images', 'b.jpg')][0].shape, (0, 4))
@@ -211,7 +211,7 @@ class LabelsTest(tf.test.TestCase):
         self.assertIn('wider_face_val_bbx_gt.txt:9: bad face count for 2--Demonstration/bad.jpg',
                       skipped[0])
         self.assertEqual(sorted(gt), ['0--Parade/a.jpg', '1--Handshaking/b.jpg'])
-        boxes, ignore = gt['0--Parade/a.jpg']
+        boxes, ignore, _ = gt['0--Parade/a.jpg']
         self.assertAllClose(boxes, [FACE_A, [5, 5, 3, 3]])
         self.assertAllEqual(ignore, [False, True])
         r = wider.evaluate([image(*gt[k][:1], [], [], gt[k][1]) for k in sorted(gt)])

@@ -69,6 +69,17 @@ def _wait_all(workers, timeout):
     return outputs
 
 
+def _image_summaries(model_dir, writer):
+    """[(step, tag, number of strings)] of the image summaries in model_dir/writer's events."""
+    found = []
+    for path in sorted(tf.io.gfile.glob(os.path.join(model_dir, writer, 'events.*'))):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == 'images':
+                    found.append((event.step, value.tag, len(value.tensor.string_val)))
+    return found
+
+
 class TrainTest(tf.test.TestCase):
 
     @classmethod
@@ -104,6 +115,10 @@ class TrainTest(tf.test.TestCase):
         self.assertEqual(config['image_size'], 64)
         self.assertTrue(tf.io.gfile.glob(os.path.join(model_dir, 'train', 'events.*')))
         self.assertTrue(os.path.exists(os.path.join(model_dir, 'best', 'best.json')))
+        # The val writer has the validation photos (training/val_images.py) at step 2.
+        photos = _image_summaries(model_dir, 'val')
+        self.assertEqual([(step, tag) for step, tag, _ in photos], [(2, 'val/photos')])
+        self.assertEqual(photos[0][2], 2 + 4)  # width, height, then the 4 photos' PNGs
 
         second = self._train(model_dir, '--train_steps=4')
         self.assertEqual(second.returncode, 0, second.stderr[-3000:])

@@ -312,10 +312,10 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
             if current % s.checkpoint_every == 0:
                 _save(state.manager, state, current)
             if validate and (current % s.steps_per_epoch == 0 or current == s.train_steps):
-                metrics = validate()
-                print(f'validation at step {current}: ' +
-                      ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()), flush=True)
-                with val_writer.as_default(step=current):
+                with val_writer.as_default(step=current):  # validate() writes its photos
+                    metrics = validate()
+                    print(f'validation at step {current}: ' +
+                          ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()), flush=True)
                     for k, v in metrics.items():
                         tf.summary.scalar(f'val/{k}', v)
                 _keep_best(state, s.model_dir, current, metrics)

@@ -21,6 +21,7 @@ from model import losses
 from model import postprocess
 from model import serving
 from model import targets as target_lib
+from training import val_images
 
 
 def make_validator(model, s):
@@ -33,10 +34,12 @@ def make_validator(model, s):
     will score; the photo's own size ranks them as the export is run (by detect.py and
     benchmarks/peers.py), through the same preprocessing, decoding and NMS
     (model/serving.py). The tf.functions are built once here, so validating every epoch does
-    not retrace them.
+    not retrace them. Each validation also writes a few photos with their true and detected
+    faces to the default summary writer (training/val_images.py).
     """
     size = s.val_image_size or s.config.image_size
     points, point_strides, _ = anchor_lib.anchor_points(size, size, s.config.strides)
+    write_photos = val_images.make_photo_summary(model, s.val_records, size, s.config.strides)
 
     @tf.function(reduce_retracing=True)
     def eval_step(batch):
@@ -64,6 +67,7 @@ def make_validator(model, s):
                     gt_ignore=batch['ignore'][i].numpy()[mask])
         metrics = losses.pool_batch_losses(batch_terms)
         metrics['ap50'] = accumulator.result().ap
+        write_photos()
         return metrics
 
     if not s.val_max_side:

@@ -1,0 +1,61 @@
+"""TensorFlow's start-up notices kept out of the entry points' output; everything else kept.
+
+Importing TensorFlow 2.21 prints, twice (two of its libraries each log before absl's C++
+logging is set up, and TF_CPP_MIN_LOG_LEVEL does not reach that logger), lines such as
+"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+"... port.cc:153] oneDNN custom operations are on ..." and "... cudart_stub.cc:31] Could not
+find cuda drivers ...". TFLite's C++ logger prints "INFO: Created TensorFlow Lite XNNPACK
+delegate for CPU." for each interpreter, and has no setting to stop it. Neither has a Python
+API, so the entry points wrap the few calls that print them in ``drop_notices``: fd 2 goes
+to a temporary file during the call, and afterwards every line of it that is not one of
+``NOTICES`` is written to stderr, so errors, warnings and tracebacks still show.
+
+| Notice | Printed by | Dropped where |
+|---|---|---|
+| absl pre-init warning, oneDNN, cuda drivers, CPU features | ``import tensorflow`` | ``import_tensorflow()``, first thing in each entry point |
+| XNNPACK delegate | ``tf.lite.Interpreter`` | model/runtime.py's interpreter creation |
+"""
+
+import contextlib
+import os
+import re
+import sys
+import tempfile
+
+NOTICES = re.compile(
+    r'All log messages before absl::InitializeLog\(\) is called are written to STDERR'
+    r'|port\.cc:\d+\] oneDNN custom operations are on'
+    r'|cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine'
+    r'|cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized'
+    r'|^To enable the following instructions: .* rebuild TensorFlow'
+    r'|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$')
+
+
+@contextlib.contextmanager
+def drop_notices():
+    """Runs the block with fd 2 captured, then writes its lines but NOTICES to stderr."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            text = capture.read().decode('utf-8', errors='replace')
+            kept = [line for line in text.splitlines(keepends=True)
+                    if not NOTICES.search(line.rstrip('\n'))]
+            sys.stderr.write(''.join(kept))
+            sys.stderr.flush()
+
+
+def import_tensorflow():
+    """Imports TensorFlow without its start-up notices (TF_CPP_MIN_LOG_LEVEL=2 unless set,
+    for the C++ messages that honour it); returns the module."""
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    with drop_notices():
+        import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    return tf
