@@ -1,4 +1,4 @@
-"""Degraded copies of validation photos, for robustness validation (numpy, OpenCV, PIL; no TF).
+"""Degraded copies of validation photos, for robustness validation (numpy and PIL; no TF, no OpenCV).
 
 Each variant turns one photo and its faces into another photo and its faces:
 ``apply(name, rgb, boxes, ignore, source_id) -> Variant`` or None when the variant leaves
@@ -10,7 +10,7 @@ measured twice is the same number.
 | variant | what it does | parameters |
 |---|---|---|
 | ``grey`` | luma (BT.601: 0.299 R + 0.587 G + 0.114 B, rounded) in all 3 channels | |
-| ``blur`` | Gaussian blur, reflected borders | sigma = max(1, 0.0025 x long side) px: 2.6 px on a 1024-px photo |
+| ``blur`` | Gaussian blur (PIL's, edges extended) | sigma = max(1, 0.0025 x long side) px: 2.6 px on a 1024-px photo |
 | ``jpeg`` | JPEG re-encode (PIL, 4:2:0) and decode; same size | quality 15 |
 | ``large`` | square crop around the largest counted face, resized to 640 px | see below |
 | ``low_contrast`` | an old scan: contrast 0.4 about mid-grey, then gamma 1.5 (darker) | v' = (0.5 + 0.4 (v - 0.5)) ** 1.5, v in [0, 1] |
@@ -31,9 +31,9 @@ import hashlib
 import io
 from typing import Optional
 
-import cv2
 import numpy as np
 from PIL import Image
+from PIL import ImageFilter
 
 NAMES = ('grey', 'blur', 'jpeg', 'large', 'low_contrast')
 LUMA = (0.299, 0.587, 0.114)
@@ -86,8 +86,7 @@ def grey(rgb):
 def blur(rgb):
     """Gaussian blur with sigma scaled to the photo's long side."""
     sigma = max(BLUR_MIN_SIGMA, BLUR_SIGMA_PER_SIDE * max(rgb.shape[:2]))
-    return cv2.GaussianBlur(rgb, (0, 0), sigmaX=sigma, sigmaY=sigma,
-                            borderType=cv2.BORDER_REFLECT_101)
+    return np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(radius=sigma)))
 
 
 def jpeg(rgb):
@@ -130,8 +129,9 @@ def large(rgb, boxes, ignore, source_id) -> Optional[Variant]:
     y0 = _origin(rng, face[0], face[2], crop, h)
     x0 = _origin(rng, face[1], face[3], crop, w)
     pixels = rgb[y0:y0 + crop, x0:x0 + crop]
-    interpolation = cv2.INTER_AREA if crop > LARGE_SIDE else cv2.INTER_LINEAR
-    pixels = cv2.resize(pixels, (LARGE_SIDE, LARGE_SIDE), interpolation=interpolation)
+    resample = Image.Resampling.BOX if crop > LARGE_SIDE else Image.Resampling.BILINEAR
+    pixels = np.asarray(Image.fromarray(np.ascontiguousarray(pixels)).resize(
+        (LARGE_SIDE, LARGE_SIDE), resample=resample))
     new_boxes, new_ignore = _crop_faces(px, ignore, y0, x0, crop)
     return Variant(pixels, new_boxes, new_ignore)
 
