@@ -5,6 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+# pip, minus the one warning per package that a pip.conf naming absent local indexes prints.
+pip_install() {
+  .venv/bin/python -m pip install --quiet "$@" 2>&1 |
+    { grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory" || true; }
+}
 if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
@@ -14,8 +19,8 @@ for file in requirements.txt "$@"; do
   want=$(sha256sum "$file" | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "== installing $file into .venv (the first time: a few minutes, TensorFlow is large)"
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -r "$file"
+    pip_install --upgrade pip
+    pip_install -r "$file"
     echo "$want" > "$stamp"
   fi
 done
