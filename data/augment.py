@@ -172,10 +172,11 @@ def place_faces(faces, plan, output_size, min_face_px=MIN_FACE_PX):
     out = {'boxes': clipped, 'landmarks': landmarks, 'face_mask': visible,
            'landmarks_valid': faces['landmarks_valid'] & lm_inside,
            'ignore': faces['ignore'] | ~centre_inside | too_small}
-    return {k: tf.where(_expand_like(visible, v), v, tf.zeros_like(v)) for k, v in out.items()}
+    return {k: tf.where(expand_like(visible, v), v, tf.zeros_like(v)) for k, v in out.items()}
 
 
-def _expand_like(mask, value):
+def expand_like(mask, value):
+    """mask [B, N] reshaped to broadcast against value [B, N, ...]."""
     return tf.reshape(mask, tf.concat([tf.shape(mask), tf.ones([len(value.shape) - 2], tf.int32)], 0))
 
 

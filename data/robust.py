@@ -99,9 +99,8 @@ def copy_paste(batch, min_face_px=augment.MIN_FACE_PX, seed=None):
     first = first & paste[:, None]
     for key in _FACE_KEYS:
         value = batch[key]
-        where = tf.reshape(first, tf.concat([tf.shape(first), tf.ones([len(value.shape) - 2], tf.int32)], 0))
         new_value = tf.reshape(new[key], tf.concat([[b, 1], tf.shape(value)[2:]], 0))
-        out[key] = tf.where(where, tf.cast(new_value, value.dtype), value)
+        out[key] = tf.where(augment.expand_like(first, value), tf.cast(new_value, value.dtype), value)
     return out
 
 

@@ -40,6 +40,7 @@ from typing import Callable, Dict, Tuple
 
 import numpy as np
 
+from data import boxes as box_lib
 from data.features import FaceRecord
 
 DETECT_SCORE = 0.3     # detections kept for matching
@@ -102,18 +103,6 @@ def load_yunet(model_path: str) -> YuNet:
     return teacher
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N, M] IoU of yxyx boxes a [N, 4] and b [M, 4]."""
-    y0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    x0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    y1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    x1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(y1 - y0, 0, None) * np.clip(x1 - x0, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
-
-
 def greedy_match(overlaps: np.ndarray, min_iou: float) -> Dict[int, int]:
     """One-to-one matches {label: detection}, highest IoU first, each >= min_iou."""
     matches, used = {}, set()
@@ -131,10 +120,9 @@ def to_normalized(rows: np.ndarray, height: int, width: int):
     """YuNet rows [K, 15] in pixels -> (boxes [K, 4] yxyx, landmarks [K, 10] (y, x) in our
     order, scores [K]), normalized and clipped to the image."""
     rows = np.asarray(rows, np.float64).reshape(-1, 15)
-    x, y, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-    boxes = np.stack([y / height, x / width, (y + h) / height, (x + w) / width], axis=1)
+    boxes = box_lib.xywh_to_normalized(rows[:, :4], height, width)
     points = rows[:, 4:14].reshape(-1, 5, 2)[:, YUNET_TO_OURS]
-    landmarks = np.stack([points[..., 1] / height, points[..., 0] / width], axis=-1)
+    landmarks = box_lib.landmarks_xy_to_normalized(points, height, width)
     return np.clip(boxes, 0, 1), np.clip(landmarks, 0, 1).reshape(-1, 10), rows[:, 14]
 
 
@@ -155,7 +143,7 @@ class Teacher:
         boxes, points, scores = to_normalized(self.detect(pixels), *pixels.shape[:2])
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, points, scores = boxes[keep], points[keep], scores[keep]
-        overlaps = iou(np.asarray(record.boxes, np.float64).reshape(-1, 4), boxes)
+        overlaps = box_lib.iou_matrix_np(record.boxes, boxes)
         landmarks = np.array(record.landmarks, np.float32).reshape(-1, 10)
         valid = np.array(record.landmarks_valid, np.int64).reshape(-1)
         added = 0
