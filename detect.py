@@ -26,8 +26,8 @@ a finished run, and the broken ones are listed, not lost); 1 when none was (a wr
 a wrong --max_pixels), and 1 for a missing model or --input, as before. A script that must
 have every image can check for "error" lines in detections.jsonl.
 
-The export's network_int8.tflite (or network.tflite, float, when it has no int8 file) runs
-the network (TFLite with XNNPACK, faster than TensorFlow on a CPU: MODEL_CARD.md), inside
+The export's network.tflite (float; network_int8.tflite instead on a CPU with int8 dot
+products, AVX-512 VNNI or AVX-VNNI, where int8 is the faster) runs the network (TFLite with XNNPACK, faster than TensorFlow on a CPU: MODEL_CARD.md), inside
 the same preprocessing, decoding and NMS as the SavedModel's (model/runtime.py);
 --runtime=savedmodel runs the SavedModel alone, as do exports written before export.py
 wrote network.tflite. Each photo runs in the export's default passes (facedet.json
@@ -66,8 +66,9 @@ _SCALES = flags.DEFINE_list(
     'network still caps the long side at the export\'s --max_side.')
 _RUNTIME = flags.DEFINE_enum(
     'runtime', 'auto', ['auto', 'tflite_int8', 'tflite', 'savedmodel'], 'What runs the '
-    "network: the export's network_int8.tflite (int8, the fastest on a CPU), network.tflite "
-    '(float), the SavedModel, or auto: the first the export has.')
+    "network: the export's network_int8.tflite (int8, faster only on CPUs with VNNI), "
+    'network.tflite (float), the SavedModel, or auto: int8 on a VNNI CPU, else float, else '
+    'the SavedModel, the first the export has.')
 _MAX_PNGS = flags.DEFINE_integer('max_pngs', 100, 'Annotated PNGs to write (0: none).')
 _MAX_PIXELS = flags.DEFINE_float(
     'max_pixels', DEFAULT_MAX_PIXELS, 'Refuse images of more pixels than this (width x '

@@ -32,24 +32,28 @@ from model.lite_network import MULTIPLE as _MULTIPLE
 # The files export.py writes beside the SavedModel (this module imports no TensorFlow at the
 # top, so export.py and detect.py take these names from here without slowing --help).
 NETWORK_FILE = 'network.tflite'
-# The same network with int8 weights and activations (export.py --int8_records): about twice
-# as fast on x86 CPUs with VNNI; 'auto' takes it when the export has it.
+# The same network with int8 weights and activations (export.py --int8_records): faster only
+# on CPUs with int8 dot products; 'auto' takes it there (fast_int8).
 NETWORK_INT8_FILE = 'network_int8.tflite'
+# /proc/cpuinfo flags of x86 int8 dot products (AVX-512 VNNI, AVX-VNNI). Without them int8
+# was slower: 22.9 against 18.4 ms per 640x480 photo on an AMD EPYC with AVX2 (README).
+INT8_CPU_FLAGS = ('avx512_vnni', 'avx_vnni')
+CPUINFO = '/proc/cpuinfo'
 MODEL_INFO = 'facedet.json'
 RUNTIMES = ('auto', 'tflite_int8', 'tflite', 'savedmodel')
 _PLANNED_SHAPES = 4  # interpreters kept, one per input shape (LiteSignature._interpreter)
 
 
 def load(export_dir, runtime='auto', num_threads=None):
-    """Returns (detect_image callable, runtime name). 'auto' takes network_int8.tflite, else
-    network.tflite, when the export has it and its serving settings in facedet.json
-    (export.py writes them), else the SavedModel. Raises FileNotFoundError naming what is
+    """Returns (detect_image callable, runtime name). 'auto' takes network_int8.tflite on a
+    CPU with int8 dot products (fast_int8), else network.tflite, when the export has it and
+    its serving settings in facedet.json (export.py writes them), else the SavedModel. Raises FileNotFoundError naming what is
     missing, ValueError for an unknown runtime or an export without the settings."""
     if runtime not in RUNTIMES:
         raise ValueError(f'runtime must be one of {RUNTIMES}, got {runtime!r}')
     if runtime == 'auto':
-        runtime = next((name for name, file in (('tflite_int8', NETWORK_INT8_FILE),
-                                                ('tflite', NETWORK_FILE))
+        lites = (('tflite_int8', NETWORK_INT8_FILE),) if fast_int8() else ()
+        runtime = next((name for name, file in lites + (('tflite', NETWORK_FILE),)
                         if _has_lite(export_dir, file)), 'savedmodel')
     if runtime in ('tflite', 'tflite_int8'):
         file = NETWORK_INT8_FILE if runtime == 'tflite_int8' else NETWORK_FILE
@@ -65,6 +69,18 @@ def load(export_dir, runtime='auto', num_threads=None):
     # without facedet.json leave it unset.
     signature.max_side = read_info(export_dir).get('serving', {}).get('max_side')
     return signature, 'savedmodel'
+
+
+def fast_int8(cpuinfo=None):
+    """Whether the CPU has int8 dot products (INT8_CPU_FLAGS in /proc/cpuinfo's flags), where
+    network_int8.tflite beats network.tflite. False where the file is missing (not Linux)."""
+    try:
+        with open(cpuinfo or CPUINFO) as f:
+            flags = next((line.split(':', 1)[1].split() for line in f
+                          if line.startswith('flags')), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in INT8_CPU_FLAGS)
 
 
 def read_info(export_dir):

@@ -43,6 +43,20 @@ def _rows(out, prefix, i):
     return rows[np.lexsort(np.round(rows, 2).T[::-1])]
 
 
+def _cpu_flags(folder, flags):
+    """model/runtime.CPUINFO patched to a file whose flags line is `flags` (None: no file)."""
+    from unittest import mock
+
+    from model import runtime
+    path = os.path.join(folder, 'cpuinfo')
+    if os.path.exists(path):
+        os.remove(path)
+    if flags is not None:
+        with open(path, 'w') as f:
+            f.write(f'processor\t: 0\nflags\t\t: fpu sse {flags}\n\nprocessor\t: 1\n')
+    return mock.patch.object(runtime, 'CPUINFO', path)
+
+
 class ExportTest(tf.test.TestCase):
 
     @classmethod
@@ -231,7 +245,11 @@ class ExportTest(tf.test.TestCase):
         export.export_network_tflite(self.detector.model,
                                      os.path.join(model_dir, runtime.NETWORK_INT8_FILE),
                                      inputs * 2)
-        self.assertEqual(runtime.load(model_dir)[1], 'tflite_int8')  # auto takes it
+        with _cpu_flags(self.dir, 'avx2 avx512_vnni'):
+            self.assertEqual(runtime.load(model_dir)[1], 'tflite_int8')  # auto takes it
+        for flags in ('avx2 fma', None):  # no VNNI, no /proc/cpuinfo: float
+            with _cpu_flags(self.dir, flags):
+                self.assertEqual(runtime.load(model_dir)[1], 'tflite')
         self.assertEqual(runtime.load(model_dir, 'tflite')[1], 'tflite')
         int8_path = os.path.join(model_dir, runtime.NETWORK_INT8_FILE)
         with warnings.catch_warnings():
@@ -317,7 +335,8 @@ class ExportTest(tf.test.TestCase):
         self.assertEqual(runtime.default_passes(out),
                          [multiscale.Pass(1.5, 0, 40), multiscale.Pass(0.5, 30)])
         self.assertEqual(runtime.default_passes(self.export_dir), [multiscale.Pass(1.0)])
-        self.assertEqual(runtime.load(out)[1], 'tflite_int8')
+        with _cpu_flags(self.dir, 'avx_vnni'):
+            self.assertEqual(runtime.load(out)[1], 'tflite_int8')
         with open(os.path.join(out, 'facedet.json')) as f:
             self.assertEqual(json.load(f)['checkpoint'], 'ckpt-0')  # the source's
         # The folded weights are written again as they are: the same TFLite network, byte
@@ -333,7 +352,8 @@ class ExportTest(tf.test.TestCase):
         result = cli.run('detect.py', f'--model={out}', f'--input={self.images[0]}',
                          f'--output={os.path.join(self.dir, "detect_passes")}')
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
-        self.assertIn('(tflite_int8): 1.5x (faces < 40 px) + 0.5x (faces >= 30 px) merged',
+        auto = 'tflite_int8' if runtime.fast_int8() else 'tflite'  # this machine's CPU
+        self.assertIn(f'({auto}): 1.5x (faces < 40 px) + 0.5x (faces >= 30 px) merged',
                       result.stdout)
         result = cli.run('detect.py', f'--model={out}', f'--input={self.images[0]}',
                          f'--output={os.path.join(self.dir, "detect_1x")}', '--scales=1',
