@@ -6,8 +6,11 @@ Usage:
 Signatures:
   serving_default(images: [B] tf.string, encoded JPEG/PNG)          # any sizes
   detect_image(images: [B, H, W, 3] float32 RGB 0..255)              # one size per batch
-Both return boxes [B, K, 4] as [x, y, width, height] pixels of each image, scores [B, K],
-landmarks [B, K, 10] as (x, y) pixel pairs and num_detections [B].
+  detect_pass(images: [B, H, W, 3] float32 RGB 0..255)               # one pass at 1x
+serving_default and detect_image run the --passes (the default passes, merged as detect.py
+merges them: model/serving.py); detect_pass runs the image once, as it is. All return
+boxes [B, K, 4] as [x, y, width, height] pixels of each image, scores [B, K], landmarks
+[B, K, 10] as (x, y) pixel pairs and num_detections [B] (at most K, --max_detections).
 
 <export_dir>/network.tflite holds the same network for TFLite (XNNPACK), raw outputs, with a
 bilinear resize in front: inputs [1, H, W, 3] float of any size and the size [2] to resize it
@@ -95,10 +98,13 @@ def write_model_info(export_dir, config, checkpoint_path, landmarks, serving, pa
 
 
 def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_threshold=0.4,
-           max_detections=300, folded=False):
+           max_detections=300, folded=False, passes=None):
     """Writes the SavedModel of the network with its batch norms folded into the convolutions
     (model.detector.fold_batch_norms; folded=True: `model` is already the folded network, as
-    load_export returns it); returns the serving.Detector behind its signatures."""
+    load_export returns it); returns the serving.Detector behind its signatures.
+    passes (model/multiscale.Pass): serving_default and detect_image run them, merged, as
+    detect.py does, and detect_pass runs one pass at 1x (detect.py's passes call it); None
+    or one pass at 1x: all three run one pass."""
     import keras
     import tensorflow as tf
     from model.detector import fold_batch_norms
@@ -106,7 +112,8 @@ def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_th
     if not folded:
         model = fold_batch_norms(model, config)  # same outputs, faster
     detector = Detector(model, config.strides, max_side=max_side, score_threshold=score_threshold,
-                        iou_threshold=iou_threshold, max_detections=max_detections)
+                        iou_threshold=iou_threshold, max_detections=max_detections,
+                        passes=None if _one_pass(passes) else list(passes))
     # No archive.track(model): the endpoints capture the weights themselves, and track() would
     # store every weight a second time under another name (keras-team/keras#23553; 2.5 MB
     # instead of 1.4 MB for the default model). The TFLite path below keeps track(), as its
@@ -114,12 +121,18 @@ def export(model, config, export_dir, max_side=640, score_threshold=0.05, iou_th
     archive = keras.export.ExportArchive()
     archive.add_endpoint('serving_default', detector.detect_encoded,
                          input_signature=[tf.TensorSpec([None], tf.string, name='images')])
-    archive.add_endpoint('detect_image', detector.detect_images,
-                         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32,
-                                                        name='images')])
+    images = [tf.TensorSpec([None, None, None, 3], tf.float32, name='images')]
+    archive.add_endpoint('detect_image', detector.detect_images if _one_pass(passes)
+                         else detector.detect_passes, input_signature=images)
+    archive.add_endpoint('detect_pass', detector.detect_images, input_signature=images)
     archive.write_out(export_dir, verbose=False)
     export_network_tflite(model, os.path.join(export_dir, NETWORK_FILE))
     return detector
+
+
+def _one_pass(passes):
+    from model.multiscale import Pass
+    return not passes or list(passes) == [Pass(1.0)]
 
 
 def export_network_tflite(folded, path, int8_inputs=None):
@@ -282,8 +295,8 @@ def main(argv):
         sys.exit(f'export.py: error: {e}')
     finally:  # whatever stopped it, no half-written export is left behind
         shutil.rmtree(staging, ignore_errors=True)
-    print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image; '
-          f'{NETWORK_FILE} for TFLite)')
+    print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image, '
+          f'detect_pass; {NETWORK_FILE} for TFLite)')
     print('default passes: ' + ', '.join(p.describe() for p in passes))
     if not landmarks:
         print('note: no landmark labels were in the training data; the landmark outputs are '
@@ -311,7 +324,7 @@ def publish(staging, export_dir):
 
 def _write_all(out_dir, model, config, path, landmarks, folded, serving, passes):
     """Every file of the export, into out_dir (the staging folder)."""
-    detector = export(model, config, out_dir, folded=folded, **serving)
+    detector = export(model, config, out_dir, folded=folded, passes=passes, **serving)
     if _INT8_RECORDS.value:
         try:
             inputs = calibration_inputs(_INT8_RECORDS.value, _INT8_IMAGES.value,

@@ -95,15 +95,56 @@ def parse_scales(values):
 MAX_STRETCH = 0.05
 
 
-def scaled_size(height, width, scale):
+def scaled_size(height, width, scale, max_side=None):
     """The (height, width) a pass at `scale` resizes a photo to: each side times scale,
-    rounded to a multiple of 32 when that changes it by at most MAX_STRETCH, else to a pixel."""
-    size = []
-    for side in (height, width):
-        exact = max(1.0, side * scale)
-        snapped = max(_MULTIPLE, math.floor(exact / _MULTIPLE + 0.5) * _MULTIPLE)  # ties: up
-        size.append(snapped if abs(snapped / exact - 1) <= MAX_STRETCH else max(1, round(exact)))
-    return tuple(size)
+    rounded to a multiple of 32 when that changes it by at most MAX_STRETCH, else to a pixel;
+    the photo itself at 1x, and at most max_side on the long side (see run_scales). TensorFlow
+    ops, so that run_scales (eager, Python ints in) and model/serving.py's passes inside the
+    exported graph (tensors in) compute the same size: int32 tensors out."""
+    import tensorflow as tf
+    hw = tf.cast(tf.stack([height, width]), tf.float64)
+    scale = tf.cast(scale, tf.float64)
+    if max_side:
+        scale = tf.minimum(scale, tf.cast(max_side, tf.float64) / tf.reduce_max(hw))
+    exact = tf.maximum(hw * scale, 1.0)
+    snapped = tf.maximum(tf.floor(exact / _MULTIPLE + 0.5) * _MULTIPLE, float(_MULTIPLE))
+    size = tf.where(tf.abs(snapped / exact - 1) <= MAX_STRETCH, snapped,
+                    tf.maximum(tf.round(exact), 1.0))
+    size = tf.cast(tf.where(tf.equal(scale, 1.0), hw, size), tf.int32)
+    return size[0], size[1]
+
+
+def merge(per_pass, passes, merge_iou):
+    """The detections of each pass -> one list, best first: each pass's boxes scaled to the
+    photo and kept where their size is in the pass's range, then (several passes) NMS at
+    merge_iou over all of them. per_pass: for each pass (boxes [N, 4] xywh, scores [N],
+    landmarks [N, 10], to_photo [2] x, y factors from the pass's pixels to the photo's).
+    TensorFlow ops: run_scales calls it eagerly, model/serving.py inside the exported graph;
+    returns tensors (boxes, scores, landmarks)."""
+    import tensorflow as tf
+    boxes, scores, landmarks = [], [], []
+    for (b, s, l, to_photo), p in zip(per_pass, as_passes(passes)):
+        to_photo = tf.cast(to_photo, tf.float32)
+        b = tf.cast(b, tf.float32) * tf.tile(to_photo, [2])
+        s, l = tf.cast(s, tf.float32), tf.cast(l, tf.float32) * tf.tile(to_photo, [5])
+        if p.min_size or p.max_size != math.inf:
+            side = tf.maximum(b[:, 2], b[:, 3])
+            keep = (side >= p.min_size) & (side < p.max_size)
+            b, s, l = tf.boolean_mask(b, keep), tf.boolean_mask(s, keep), tf.boolean_mask(l, keep)
+        boxes.append(b)
+        scores.append(s)
+        landmarks.append(l)
+    boxes, scores, landmarks = (tf.concat(x, 0) for x in (boxes, scores, landmarks))
+    if len(per_pass) > 1:
+        # The kernel itself: tf.image.non_max_suppression's wrapper costs more than it.
+        keep = tf.raw_ops.NonMaxSuppressionV3(
+            boxes=tf.stack([boxes[:, 1], boxes[:, 0], boxes[:, 1] + boxes[:, 3],
+                            boxes[:, 0] + boxes[:, 2]], 1),
+            scores=scores, max_output_size=tf.size(scores), iou_threshold=merge_iou,
+            score_threshold=-math.inf)
+    else:
+        keep = tf.argsort(-scores, stable=True)
+    return tf.gather(boxes, keep), tf.gather(scores, keep), tf.gather(landmarks, keep)
 
 
 def _resize(image, height, width):
@@ -134,16 +175,15 @@ def run_scales(signature, pixels, scales=(1.0,), merge_iou=0.4, max_side=None):
     passes that come to the same size share one call.
     """
     passes = as_passes(scales)
-    boxes, scores, landmarks = [], [], []
     height, width = pixels.shape[:2]
     can_resize = getattr(signature, 'can_resize', None)  # model/runtime.LiteSignature's
     # LiteSignature takes the pixels as they are (uint8 photos are cast in its input buffer).
     photo = pixels if can_resize else np.asarray(pixels, np.float32)
     max_side = getattr(signature, 'max_side', None) if max_side is None else max_side
     outputs = {}  # (height, width) the photo was scaled to -> the signature's outputs
+    per_pass = []
     for p in passes:
-        scale = p.scale if not max_side else min(p.scale, max_side / max(height, width))
-        new_h, new_w = (height, width) if scale == 1.0 else scaled_size(height, width, scale)
+        new_h, new_w = (int(v) for v in scaled_size(height, width, p.scale, max_side))
         if (new_h, new_w) in outputs:
             out = outputs[(new_h, new_w)]
         elif (new_h, new_w) == (height, width):
@@ -154,24 +194,7 @@ def run_scales(signature, pixels, scales=(1.0,), merge_iou=0.4, max_side=None):
             out = signature(images=_resize(photo, new_h, new_w)[None])
         outputs[(new_h, new_w)] = out
         n = int(np.asarray(out['num_detections'])[0])
-        to_photo = np.array([width / new_w, height / new_h], np.float32)  # x, y
-        b = np.asarray(out['boxes'])[0, :n] * np.tile(to_photo, 2)
-        keep = slice(None)
-        if p.min_size or p.max_size != math.inf:
-            side = np.maximum(b[:, 2], b[:, 3])
-            keep = (side >= p.min_size) & (side < p.max_size)
-        boxes.append(b[keep])
-        scores.append(np.asarray(out['scores'])[0, :n][keep])
-        landmarks.append(np.asarray(out['landmarks'])[0, :n][keep] * np.tile(to_photo, 5))
-    boxes, scores, landmarks = (np.concatenate(x) for x in (boxes, scores, landmarks))
-    if len(passes) > 1 and len(scores):
-        import tensorflow as tf
-        xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-        # The kernel itself: tf.image.non_max_suppression's wrapper costs more than it.
-        keep = tf.raw_ops.NonMaxSuppressionV3(
-            boxes=xyxy[:, [1, 0, 3, 2]].astype(np.float32), scores=scores.astype(np.float32),
-            max_output_size=len(scores), iou_threshold=merge_iou,
-            score_threshold=-np.inf).numpy()
-    else:
-        keep = np.argsort(-scores, kind='stable')
-    return boxes[keep], scores[keep], landmarks[keep]
+        per_pass.append((np.asarray(out['boxes'])[0, :n], np.asarray(out['scores'])[0, :n],
+                         np.asarray(out['landmarks'])[0, :n],
+                         np.array([width / new_w, height / new_h], np.float32)))
+    return tuple(np.asarray(x) for x in merge(per_pass, passes, merge_iou))

@@ -63,7 +63,9 @@ def load(export_dir, runtime='auto', num_threads=None):
             f'{export_dir} is not a SavedModel; export one with export.py and pass --model')
     import tensorflow as tf
     loaded = tf.saved_model.load(export_dir)
-    signature = loaded.signatures['detect_image']
+    # detect_pass: one pass (model/multiscale.run_scales runs the passes on it); exports
+    # before it have detect_image alone, one pass too.
+    signature = loaded.signatures.get('detect_pass', loaded.signatures['detect_image'])
     signature.loaded = loaded  # keeps the variables alive as long as the signature
     # The longest side its network takes (model/multiscale.run_scales reads it); exports
     # without facedet.json leave it unset.

@@ -4,6 +4,11 @@ Both signatures return, per image, ``boxes`` [B, K, 4] as [x, y, width, height] 
 that image, ``scores`` [B, K], ``landmarks`` [B, K, 10] as (x, y) pixel pairs, and
 ``num_detections`` [B]; rows past num_detections are zero. Images whose long side exceeds
 ``max_side`` are downscaled for the network and the boxes scaled back.
+
+With ``passes`` (the export's default passes, model/multiscale.Pass) ``detect_passes`` and
+``detect_encoded`` run each image at every pass's scale and merge them as detect.py does
+(model/multiscale.scaled_size and merge, the same functions inside the graph), so the
+SavedModel's signatures return detect.py's detections; ``detect_images`` stays one pass.
 """
 
 import tensorflow as tf
@@ -23,8 +28,9 @@ class Detector:
     """
 
     def __init__(self, model, strides, max_side=640, score_threshold=0.05, iou_threshold=0.4,
-                 max_detections=300):
+                 max_detections=300, passes=None):
         self._model = model
+        self._passes = passes  # None: one pass at 1x (detect_encoded as before)
         self._strides = tuple(strides)
         self._max_side = max_side
         self._nms = dict(score_threshold=score_threshold, iou_threshold=iou_threshold,
@@ -63,8 +69,56 @@ class Detector:
         fitted = tf.tile([[new_h, new_w]], [batch, 1])
         return _pad(resized), sizes, fitted
 
+    def detect_passes(self, images):
+        """images: [B, H, W, 3] float32 0..255, one size for the batch: each image in the
+        passes, merged (detect.py's run_scales on detect_images), rows padded to
+        max_detections."""
+        return tf.map_fn(self._passes_one, images,
+                         fn_output_signature=self._one_signature())
+
+    def _one_signature(self):
+        k = self._nms['max_detections']
+        return {'boxes': tf.TensorSpec([k, 4], tf.float32),
+                'scores': tf.TensorSpec([k], tf.float32),
+                'landmarks': tf.TensorSpec([k, 10], tf.float32),
+                'num_detections': tf.TensorSpec([], tf.int32)}
+
+    def _passes_one(self, image):
+        """[H, W, 3] float32 -> one image's merged outputs, without the batch dimension."""
+        from model import multiscale
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        per_pass = []
+        for p in self._passes:
+            new_h, new_w = multiscale.scaled_size(height, width, p.scale, self._max_side)
+            # run_scales' _resize (an image resized to its own size comes back as it was).
+            resized = tf.raw_ops.ResizeBilinear(images=image[None], size=tf.stack([new_h, new_w]),
+                                                half_pixel_centers=True)
+            out = self.detect_images(resized)
+            n = out['num_detections'][0]
+            to_photo = tf.cast(tf.stack([width, height]), tf.float32) / tf.cast(
+                tf.stack([new_w, new_h]), tf.float32)
+            per_pass.append((out['boxes'][0, :n], out['scores'][0, :n],
+                             out['landmarks'][0, :n], to_photo))
+        boxes, scores, landmarks = multiscale.merge(per_pass, self._passes,
+                                                    self._nms['iou_threshold'])
+        k = self._nms['max_detections']
+        n = tf.minimum(tf.shape(scores)[0], k)
+        pad = k - n
+        return {'boxes': tf.pad(boxes[:n], [[0, pad], [0, 0]]),
+                'scores': tf.pad(scores[:n], [[0, pad]]),
+                'landmarks': tf.pad(landmarks[:n], [[0, pad], [0, 0]]),
+                'num_detections': n}
+
     def detect_encoded(self, encoded):
-        """encoded: [B] tf.string JPEG/PNG/BMP/GIF bytes; images may differ in size."""
+        """encoded: [B] tf.string JPEG/PNG/BMP/GIF bytes; images may differ in size. With
+        passes: each image decoded and run in the passes (detect_passes)."""
+        if self._passes is not None:
+            def decoded(data):
+                image = tf.io.decode_image(data, channels=3, expand_animations=False)
+                image.set_shape([None, None, 3])
+                return self._passes_one(tf.cast(image, tf.float32))
+            return tf.map_fn(decoded, encoded, fn_output_signature=self._one_signature())
+
         def one(data):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             image.set_shape([None, None, 3])

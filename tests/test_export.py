@@ -345,7 +345,8 @@ class ExportTest(tf.test.TestCase):
                 open(os.path.join(self.export_dir, runtime.NETWORK_FILE), 'rb') as g:
             self.assertEqual(f.read(), g.read())
         image = tf.cast(tf.io.decode_jpeg(open(self.images[0], 'rb').read()), tf.float32)[None]
-        again = tf.saved_model.load(out).signatures['detect_image'](images=image)
+        # Its detect_image runs the passes; detect_pass the one pass the source's ran.
+        again = tf.saved_model.load(out).signatures['detect_pass'](images=image)
         first = tf.saved_model.load(self.export_dir).signatures['detect_image'](images=image)
         self._assert_same_detections(_rows(again, '', 0), _rows(first, '', 0))
         # detect.py runs the export's passes unless --scales says otherwise.
@@ -478,3 +479,78 @@ class ExportTest(tf.test.TestCase):
 
 if __name__ == '__main__':
     tf.test.main()
+
+
+
+class PassesInGraphTest(tf.test.TestCase):
+    """An export with default passes: serving_default and detect_image run them inside the
+    graph and return what detect.py's path (model/multiscale.run_scales on the SavedModel's
+    detect_pass, as detect.py --runtime=savedmodel runs it) returns."""
+
+    @classmethod
+    def setUpClass(cls):
+        from model import multiscale
+        from model.detector import BOX
+        super().setUpClass()
+        cls.dir = tempfile.mkdtemp()
+        import keras
+        config = DetectorConfig(image_size=64)
+        keras.utils.set_random_seed(5)  # the same weights whatever ran before in the process
+        model = build_detector(config)
+        # Output columns scaled to a unit spread on a fixture photo and a low face prior,
+        # as ExportTest does: varied scores, and faces of both passes' sizes.
+        photo = tf.io.decode_jpeg(_photo(0)).numpy()
+        raw = model(tf.constant(photo, tf.float32)[None]).numpy()[0]
+        head = model.get_layer('head_out')
+        kernel, bias = head.get_weights()
+        bias[:] = 0.0
+        bias[0] = -1.0
+        bias[BOX] = 1.5  # boxes of about 2 strides: 16-64 px at the network's scale
+        head.set_weights([kernel / np.maximum(raw.std(axis=0), 1e-6), bias])
+        cls.passes = [multiscale.Pass(1.5, 0, 40), multiscale.Pass(0.5, 30)]
+        cls.serving = dict(max_side=256, score_threshold=0.4, iou_threshold=0.4,
+                           max_detections=1000)
+        cls.export_dir = os.path.join(cls.dir, 'passes')
+        export.export(model, config, cls.export_dir, passes=cls.passes, **cls.serving)
+        export.write_model_info(cls.export_dir, config, 'ckpt-0', True, cls.serving, cls.passes)
+        cls.loaded = tf.saved_model.load(cls.export_dir)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dir, ignore_errors=True)
+        super().tearDownClass()
+
+    def _detect_py(self, encoded):
+        """detect.py --runtime=savedmodel's detections (before its --score_threshold)."""
+        from model import multiscale, runtime
+        one_pass, _ = runtime.load(self.export_dir, 'savedmodel')
+        pixels = tf.io.decode_jpeg(encoded).numpy()
+        return multiscale.run_scales(one_pass, pixels, runtime.default_passes(self.export_dir))
+
+    def _assert_matches(self, got, i, expected, name):
+        boxes, scores, _ = expected
+        n = int(got['num_detections'][i])
+        self.assertGreater(n, 0, name)
+        self.assertEqual(n, len(scores), name)
+        self.assertAllClose(got['scores'][i, :n], scores, atol=1e-4)
+        self.assertAllClose(got['boxes'][i, :n], boxes, atol=1.0)
+
+    def test_signatures_match_detect_py_on_fixture_photos(self):
+        for i in range(2):
+            encoded = _photo(i)
+            expected = self._detect_py(encoded)
+            sides = np.maximum(expected[0][:, 2], expected[0][:, 3])
+            # Faces only the 1.5x pass keeps and faces only the 0.5x pass keeps: the merge runs.
+            self.assertTrue((sides < 30).any() and (sides >= 40).any(), sides)
+            pixels = tf.cast(tf.io.decode_jpeg(encoded), tf.float32)[None]
+            self._assert_matches(self.loaded.signatures['detect_image'](images=pixels), 0,
+                                 expected, 'detect_image')
+            self._assert_matches(
+                self.loaded.signatures['serving_default'](images=tf.constant([encoded])), 0,
+                expected, 'serving_default')
+
+
+def _photo(seed):
+    """A JPEG fixture photo, 96x128 or 120x72."""
+    height, width = [(96, 128), (120, 72)][seed]
+    return fixtures.make_face_record([[0.2, 0.2, 0.7, 0.6]], height, width, seed=seed).encoded
