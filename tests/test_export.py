@@ -549,6 +549,20 @@ class PassesInGraphTest(tf.test.TestCase):
                 self.loaded.signatures['serving_default'](images=tf.constant([encoded])), 0,
                 expected, 'serving_default')
 
+    def test_tf_serving_rest_request(self):
+        """README's request, as TF Serving's REST layer turns it into the signature's input:
+        each {"b64": ...} decoded to bytes, the instances stacked into a [B] string tensor."""
+        import base64
+        photos = [_photo(0), _photo(1)]
+        body = json.dumps({'instances': [{'b64': base64.b64encode(p).decode('ascii')}
+                                         for p in photos]})
+        images = tf.constant([base64.b64decode(row['b64'])
+                              for row in json.loads(body)['instances']], tf.string)
+        self.assertEqual(images.shape, [2])
+        got = self.loaded.signatures['serving_default'](images=images)
+        for i, photo in enumerate(photos):  # photos of different sizes in one batch
+            self._assert_matches(got, i, self._detect_py(photo), f'instance {i}')
+
 
 def _photo(seed):
     """A JPEG fixture photo, 96x128 or 120x72."""
