@@ -128,7 +128,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from common import output_dirs
-    from training import preemption
+    from common import preemption
     try:
         output_dirs.check_output_dir(_MODEL_DIR.value, _MIN_FREE_GB.value)
         if _is_chief():  # the other workers of a cluster write below the chief's model_dir

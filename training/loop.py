@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common import preemption
 from data import augment
 from data import pipeline
 from data import robust
@@ -25,7 +26,6 @@ from training import checkpoints
 from training import devices
 from training import progress as progress_lib
 from training import divergence
-from training import preemption
 from training import train_input
 from training import validation
 
