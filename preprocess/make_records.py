@@ -52,6 +52,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from common import output_dirs  # noqa: E402
+from common import preemption  # noqa: E402
 from preprocess import record_sources  # noqa: E402
 from preprocess import shards  # noqa: E402
 
@@ -151,8 +152,13 @@ def main(argv):
             output_dirs.claim(config.output_dir)
         except output_dirs.OutputDirError as e:
             _fail(str(e))
+    preemption.raise_on_sigterm()  # the cleanup below and the lock's release run, as for Ctrl-C
     try:
         manifest = record_sources.make_records(config, flag_values=_flag_values())
+    except preemption.Terminated:
+        print('terminated (SIGTERM): finished shards are kept; rerun the same command to write '
+              'the rest', file=sys.stderr)
+        sys.exit(preemption.EXIT_STATUS)
     except record_sources.ConfigError as e:
         _fail(str(e))
     except shards.StrictError as e:

@@ -3,6 +3,7 @@ short, non-finite weights at export (RELIABILITY.md lists them)."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -268,6 +269,35 @@ class TrainFaultsTest(tf.test.TestCase):
         self.assertEqual(final.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE'),
                          killed_at + 2)
         self.assertEqual(final.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE'), killed_at + 2)
+
+    def test_sigterm_saves_the_step_reached_releases_the_lock_and_resumes(self):
+        model_dir = os.path.join(self.dir, 'terminated')
+        train_glob = os.path.join(self.records, 'train-*')
+        run = cli.start('train.py', '--flagfile=configs/smoke.flags', f'--train_records={train_glob}',
+                        f'--model_dir={model_dir}', '--train_steps=100000', '--val_records=',
+                        '--checkpoint_every=100000', '--log_every=1')
+        reached = 0
+        for line in run.stdout:  # progress lines, flushed as each step ends
+            match = re.match(r'step (\d+)/', line)
+            if match and int(match.group(1)) >= 3:
+                reached = int(match.group(1))
+                break
+        self.assertGreater(reached, 0, 'train.py ended before step 3')
+        run.send_signal(signal.SIGTERM)
+        stdout, stderr = run.communicate(timeout=300)
+        self.assertEqual(run.returncode, 143, stderr[-3000:])
+        match = re.search(r'terminated \(SIGTERM\): saved step (\d+); rerun the same command '
+                          'to resume', stdout)
+        self.assertIsNotNone(match, stdout[-2000:])
+        saved = int(match.group(1))
+        self.assertGreaterEqual(saved, reached)  # no step lost (none was checkpointed before)
+        self.assertTrue(self._latest(model_dir).endswith(f'ckpt-{saved}'))
+        self.assertFalse(os.path.exists(os.path.join(model_dir, '.lock')))
+        self.assertNotIn('Traceback', stderr)
+        rerun = self._train(model_dir, train_glob, f'--train_steps={saved + 1}', '--val_records=')
+        self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
+        self.assertIn(f'at step {saved}', rerun.stdout)
+        self.assertIn(f'step {saved + 1}/{saved + 1}', rerun.stdout)
 
     def test_checkpoint_cut_short_falls_back_to_the_one_before(self):
         model_dir = os.path.join(self.dir, 'cut')
