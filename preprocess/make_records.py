@@ -62,7 +62,9 @@ _WIDER_DIR = flags.DEFINE_string('wider_dir', None, 'WIDER FACE root (WIDER_trai
 _WIDER_HOLDOUT = flags.DEFINE_float(
     'wider_holdout', 0.0, 'WIDER: fraction of train images moved to val by a hash of their path '
     '(for copies without the official val set).')
-_CELEBA_DIR = flags.DEFINE_string('celeba_dir', None, 'CelebA root (img_celeba/ or img_align_celeba/, Anno/).')
+_CELEBA_DIR = flags.DEFINE_string(
+    'celeba_dir', None, 'CelebA root, either layout: official (Anno/, Eval/, img_celeba/ or '
+    'img_align_celeba/) or Kaggle (*.csv, img_align_celeba/img_align_celeba/).')
 _CELEBA_IGNORE_UNLABELLED = flags.DEFINE_boolean(
     'celeba_ignore_unlabelled', False, 'CelebA: mark unlabelled faces as ignore regions.')
 _FDDB_DIR = flags.DEFINE_string('fddb_dir', None, 'FDDB root (originalPics/, FDDB-folds/).')
