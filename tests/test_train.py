@@ -281,6 +281,8 @@ class TrainTest(tf.test.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         self.assertIn('step 2/2', out.stdout)
         self.assertRegex(out.stdout, r'step 2/2 loss \d+\.\d+')
+        self.assertIn('2 replica(s) (MirroredStrategy), dtype policy mixed_bfloat16, '
+                      'optimizer AdamW', out.stdout)
         self.assertTrue(os.path.exists(os.path.join(model_dir, 'checkpoints', 'ckpt-2.index')))
 
     def test_multi_worker_on_localhost_ports(self):
@@ -330,10 +332,16 @@ class TrainTest(tf.test.TestCase):
 
     def test_mixed_float16_builds_loss_scaling(self):
         # On CPU float16 is slow but must still run and stay finite.
-        out = self._train(os.path.join(self.dir, 'fp16'), '--precision=mixed_float16',
-                          '--val_records=')
+        model_dir = os.path.join(self.dir, 'fp16')
+        out = self._train(model_dir, '--precision=mixed_float16', '--val_records=')
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         self.assertIn('step 2/2', out.stdout)
+        self.assertIn('dtype policy mixed_float16, optimizer LossScaleOptimizer', out.stdout)
+        # The loss scale was saved with the optimizer, and the weights are float32.
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+        names = [n for n, _ in tf.train.list_variables(latest)]
+        self.assertTrue([n for n in names if 'scale' in n.lower() and n.startswith('optimizer/')],
+                        names)
 
     def test_missing_records_is_a_clear_error(self):
         out = cli.run('train.py', '--flagfile=configs/smoke.flags',
