@@ -343,6 +343,28 @@ class TrainTest(tf.test.TestCase):
         self.assertTrue([n for n in names if 'scale' in n.lower() and n.startswith('optimizer/')],
                         names)
 
+    def test_float16_run_resumes_in_float16_under_auto_and_bfloat16_is_named(self):
+        # A run begun on a T4 (auto: mixed_float16) resumed where auto picks another
+        # precision (an A100's bfloat16; float32 on this CPU) keeps its float16.
+        model_dir = os.path.join(self.dir, 'fp16_resume')
+        first = self._train(model_dir, '--precision=mixed_float16', '--val_records=')
+        self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+        asked = self._train(model_dir, '--precision=mixed_bfloat16', '--val_records=',
+                            '--train_steps=3')
+        self.assertEqual(asked.returncode, 1, asked.stdout[-3000:])
+        self.assertIn('started with --precision=mixed_float16', asked.stderr)
+        self.assertIn('--precision=mixed_bfloat16 cannot resume them', asked.stderr)
+        self.assertNotIn('move it away', asked.stdout + asked.stderr)
+        self.assertNotIn('Traceback', asked.stderr)
+        auto = self._train(model_dir, '--precision=auto', '--val_records=', '--train_steps=3')
+        self.assertEqual(auto.returncode, 0, auto.stderr[-3000:])
+        self.assertIn(f'precision mixed_float16 (as {model_dir} started; auto would pick '
+                      'float32 here', auto.stdout)
+        self.assertIn('resumed from', auto.stdout)
+        self.assertIn('step 3/3', auto.stdout)
+        with open(os.path.join(model_dir, 'flags.txt')) as f:
+            self.assertIn('--precision=mixed_float16', f.read())
+
     def test_missing_records_is_a_clear_error(self):
         out = cli.run('train.py', '--flagfile=configs/smoke.flags',
                       f'--train_records={self.dir}/nothing-*.tfrecord',
