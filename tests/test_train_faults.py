@@ -283,8 +283,7 @@ class TrainFaultsTest(tf.test.TestCase):
                                config=checkpoints.load_config(model_dir))
         state = loop._build_state(s)
         loop._restore(self._latest(model_dir), state)
-        for w, saved, trained in zip(state.ema_model.weights, saved_ema.weights,
-                                     state.model.weights):
+        for w, saved in zip(state.ema_model.weights, saved_ema.weights):
             np.testing.assert_array_equal(w.numpy(), saved.numpy(), err_msg=w.path)
         self.assertFalse(all(np.array_equal(a.numpy(), b.numpy()) for a, b in
                              zip(state.ema_model.trainable_variables,
