@@ -223,7 +223,8 @@ def _train():
                             image_size=size)
     if _INIT_FROM.value:
         checkpoints.check_init_source(_INIT_FROM.value, config)
-    precision, why = devices.resolve_precision(_PRECISION.value)
+    precision, why = checkpoints.resume_precision(
+        _MODEL_DIR.value, _PRECISION.value, *devices.resolve_precision(_PRECISION.value))
     print(f'precision {precision} ({why})', flush=True)
     flags.FLAGS.precision = precision  # flags.txt records what ran
     os.makedirs(_MODEL_DIR.value, exist_ok=True)

@@ -115,6 +115,8 @@ def train(s: TrainSettings):
         pipeline.check_shards(pipeline.list_shards(s.val_records))
     with strategy.scope():
         state = _build_state(s)
+    print(f'{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), dtype policy '
+          f'{state.model.dtype_policy.name}, optimizer {type(state.optimizer).__name__}', flush=True)
     # Every worker of a cluster must save (saving reads the distributed variables), but only
     # the chief writes model_dir; the others write to model_dir/workers/<task>. All resume
     # from the chief's checkpoints.
