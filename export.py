@@ -46,6 +46,7 @@ quiet.import_tensorflow()  # first: without its start-up notices (common/quiet.p
 from absl import app, flags, logging  # noqa: E402
 
 from common import output_dirs  # noqa: E402
+from common import preemption  # noqa: E402
 from model.runtime import MODEL_INFO, NETWORK_FILE, NETWORK_INT8_FILE, read_info  # noqa: E402
 
 _MODEL_DIR = flags.DEFINE_string(
@@ -287,12 +288,17 @@ def main(argv):
         sys.exit(f'export.py: error: {e}')
     serving = dict(max_side=_MAX_SIDE.value, score_threshold=_SCORE_THRESHOLD.value,
                    iou_threshold=_IOU_THRESHOLD.value, max_detections=_MAX_DETECTIONS.value)
+    preemption.raise_on_sigterm()  # the finally below runs, as for Ctrl-C
     staging = staging_dir(_EXPORT_DIR.value)
     try:
         _write_all(staging, model, config, path, landmarks, folded, serving, passes)
         publish(staging, _EXPORT_DIR.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'export.py: error: {e}')
+    except preemption.Terminated:
+        print(f'export.py: terminated (SIGTERM): nothing written to {_EXPORT_DIR.value}',
+              file=sys.stderr)
+        sys.exit(preemption.EXIT_STATUS)
     finally:  # whatever stopped it, no half-written export is left behind
         shutil.rmtree(staging, ignore_errors=True)
     print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image, '

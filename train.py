@@ -128,6 +128,7 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     from common import output_dirs
+    from common import preemption
     try:
         output_dirs.check_output_dir(_MODEL_DIR.value, _MIN_FREE_GB.value)
         if _is_chief():  # the other workers of a cluster write below the chief's model_dir
@@ -137,6 +138,8 @@ def main(argv):
         sys.exit(f'train.py: error: {e}')
     except KeyboardInterrupt:
         sys.exit(130)  # the loop saved a checkpoint and said how to resume
+    except preemption.Terminated:
+        sys.exit(preemption.EXIT_STATUS)  # SIGTERM: the loop saved and said so, as for Ctrl-C
 
 
 def _is_chief():
@@ -220,7 +223,8 @@ def _train():
                             image_size=size)
     if _INIT_FROM.value:
         checkpoints.check_init_source(_INIT_FROM.value, config)
-    precision, why = devices.resolve_precision(_PRECISION.value)
+    precision, why = checkpoints.resume_precision(
+        _MODEL_DIR.value, _PRECISION.value, *devices.resolve_precision(_PRECISION.value))
     print(f'precision {precision} ({why})', flush=True)
     flags.FLAGS.precision = precision  # flags.txt records what ran
     os.makedirs(_MODEL_DIR.value, exist_ok=True)

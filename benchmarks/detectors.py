@@ -6,12 +6,15 @@ benchmarks/robustness.py reuses them. A missing package or file raises ImportErr
 """
 
 import os
+import statistics
+import time
 
 ALL_DETECTORS = ('facedet', 'facedet_1x', 'facedet_float', 'facedet_multiscale',
                  'facedet_savedmodel', 'yunet_s', 'yunet_n',
                  'haar', 'blazeface_short', 'blazeface_full', 'dlib_hog')
 YUNET_FILES = {'yunet_s': 'face_detection_yunet_2023mar.onnx',
                'yunet_n': 'yunet_n_640_640.onnx'}
+LATENCY_SIZE = (640, 480)  # width, height: the photo size every latency figure uses
 YUNET_PARAMS = {'yunet_s': 54_600, 'yunet_n': 75_900}  # published, as in ../shared/peers/README.md
 
 
@@ -281,3 +284,37 @@ def build_detector(name, model_dir, peers_dir, blazeface_dir, multiscale=(1.0, 1
     if name == 'dlib_hog':
         return DlibHog()
     raise ValueError(f'unknown detector {name}; known: {", ".join(ALL_DETECTORS)}')
+
+
+def measure_latency(detectors, images, runs):
+    """{name: (median, 25th, 75th percentile) ms of one call} over ``runs`` calls per
+    detector cycling through ``images``.
+
+    Side by side: the detectors take turns, one call on each image (a block) at a time, so
+    each one's calls are spread over the same minutes. This machine's speed drifts by tens
+    of percent within minutes (one detector timed after another, YuNet-s went from 15 to 23
+    ms between runs), and taking turns keeps that drift out of the comparison. Turns of
+    single calls skewed it the other way: YuNet-s took 22.5 ms when each of its calls came
+    right after one of facedet's through TFLite, 14.2 ms in blocks a minute later (facedet
+    13.2 and 11.7), as if the previous library's worker threads were still busy-waiting.
+    So each block begins with an untimed call.
+    """
+    for detector in detectors.values():
+        for image in images[:2]:  # warm-up: graph tracing, allocation, caches
+            detector.detect(image)
+    times = {name: [] for name in detectors}
+    done = 0
+    while done < runs:
+        block = images[:min(len(images), runs - done)]
+        for name, detector in detectors.items():
+            detector.detect(block[-1])  # untimed: lets the previous library's threads settle
+            for image in block:
+                start = time.perf_counter()
+                detector.detect(image)
+                times[name].append((time.perf_counter() - start) * 1000.0)
+        done += len(block)
+    out = {}
+    for name, t in times.items():
+        q1, _, q3 = statistics.quantiles(t, n=4) if len(t) > 1 else (t[0], 0, t[0])
+        out[name] = (statistics.median(t), q1, q3)
+    return out

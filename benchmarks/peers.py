@@ -51,7 +51,6 @@ Writes <output>/<detector>/detections.jsonl, <output>/pr_curve.png (WIDER, IoU 0
 
 import json
 import os
-import statistics
 import sys
 import time
 
@@ -62,9 +61,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 from absl import app, flags, logging  # noqa: E402
 
-from benchmarks.detectors import ALL_DETECTORS, build_detector  # noqa: E402
+from benchmarks.detectors import (ALL_DETECTORS, LATENCY_SIZE, build_detector,  # noqa: E402
+                                  measure_latency)
 
-LATENCY_SIZE = (640, 480)  # width, height
 SIZE_BAND_EDGES = (16, 24, 40, 80)  # face heights (px) splitting the AP-by-height table
 
 _MODEL = flags.DEFINE_string('model', None, 'facedet SavedModel dir (export.py); without it '
@@ -112,40 +111,6 @@ def load_val(val_dir, max_images=0):
     if max_images and len(entries) > max_images:
         entries = [entries[i * len(entries) // max_images] for i in range(max_images)]
     return entries
-
-
-def measure_latency(detectors, images, runs):
-    """{name: (median, 25th, 75th percentile) ms of one call} over ``runs`` calls per
-    detector cycling through ``images``.
-
-    Side by side: the detectors take turns, one call on each image (a block) at a time, so
-    each one's calls are spread over the same minutes. This machine's speed drifts by tens
-    of percent within minutes (one detector timed after another, YuNet-s went from 15 to 23
-    ms between runs), and taking turns keeps that drift out of the comparison. Turns of
-    single calls skewed it the other way: YuNet-s took 22.5 ms when each of its calls came
-    right after one of facedet's through TFLite, 14.2 ms in blocks a minute later (facedet
-    13.2 and 11.7), as if the previous library's worker threads were still busy-waiting.
-    So each block begins with an untimed call.
-    """
-    for detector in detectors.values():
-        for image in images[:2]:  # warm-up: graph tracing, allocation, caches
-            detector.detect(image)
-    times = {name: [] for name in detectors}
-    done = 0
-    while done < runs:
-        block = images[:min(len(images), runs - done)]
-        for name, detector in detectors.items():
-            detector.detect(block[-1])  # untimed: lets the previous library's threads settle
-            for image in block:
-                start = time.perf_counter()
-                detector.detect(image)
-                times[name].append((time.perf_counter() - start) * 1000.0)
-        done += len(block)
-    out = {}
-    for name, t in times.items():
-        q1, _, q3 = statistics.quantiles(t, n=4) if len(t) > 1 else (t[0], 0, t[0])
-        out[name] = (statistics.median(t), q1, q3)
-    return out
 
 
 def evaluate_detector(detector, entries, pixels, min_face, output_dir):

@@ -10,13 +10,21 @@ API, so the entry points wrap the few calls that print them in ``drop_notices``:
 to a temporary file during the call, and afterwards every line of it that is not one of
 ``NOTICES`` is written to stderr, so errors, warnings and tracebacks still show.
 
+On a machine without an NVIDIA device, the CUDA platform's first use (device listing, or the
+first op) logs "E0000 ... cuda_platform.cc:52] failed call to cuInit: ... (303)" at ERROR
+level, which TF_CPP_MIN_LOG_LEVEL=2 keeps and which comes after the import, so
+``import_tensorflow`` also lists the devices inside the capture and drops that line there
+(``NO_GPU_NOTICES``). Where /dev/nvidia* exists the line is a real fault and is kept.
+
 | Notice | Printed by | Dropped where |
 |---|---|---|
 | absl pre-init warning, oneDNN, cuda drivers, CPU features | ``import tensorflow`` | ``import_tensorflow()``, first thing in each entry point |
+| cuInit failure (no NVIDIA device only) | the CUDA platform's first device listing | ``import_tensorflow()`` |
 | XNNPACK delegate | ``tf.lite.Interpreter`` | model/runtime.py's interpreter creation |
 """
 
 import contextlib
+import glob
 import os
 import re
 import sys
@@ -29,11 +37,13 @@ NOTICES = re.compile(
     r'|cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized'
     r'|^To enable the following instructions: .* rebuild TensorFlow'
     r'|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$')
+NO_GPU_NOTICES = re.compile(r'cuda_platform\.cc:\d+\] failed call to cuInit: ')
 
 
 @contextlib.contextmanager
-def drop_notices():
-    """Runs the block with fd 2 captured, then writes its lines but NOTICES to stderr."""
+def drop_notices(extra=None):
+    """Runs the block with fd 2 captured, then writes its lines but NOTICES (and ``extra``,
+    a compiled pattern) to stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -47,15 +57,25 @@ def drop_notices():
             capture.seek(0)
             text = capture.read().decode('utf-8', errors='replace')
             kept = [line for line in text.splitlines(keepends=True)
-                    if not NOTICES.search(line.rstrip('\n'))]
+                    if not _is_notice(line.rstrip('\n'), extra)]
             sys.stderr.write(''.join(kept))
             sys.stderr.flush()
 
 
+def _is_notice(line, extra):
+    return bool(NOTICES.search(line) or (extra is not None and extra.search(line)))
+
+
+def has_nvidia_device():
+    """Whether the kernel shows an NVIDIA device node (/dev/nvidia0, ...)."""
+    return bool(glob.glob('/dev/nvidia[0-9]*'))
+
+
 def import_tensorflow():
-    """Imports TensorFlow without its start-up notices (TF_CPP_MIN_LOG_LEVEL=2 unless set,
-    for the C++ messages that honour it); returns the module."""
+    """Imports TensorFlow and lists its devices without their start-up notices
+    (TF_CPP_MIN_LOG_LEVEL=2 unless set, for the C++ messages that honour it); returns the module."""
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    with drop_notices():
+    with drop_notices(None if has_nvidia_device() else NO_GPU_NOTICES):
         import tensorflow as tf  # pylint: disable=g-import-not-at-top
+        tf.config.list_physical_devices()  # the CUDA platform starts here, inside the capture
     return tf

@@ -1,6 +1,6 @@
 """CelebA reader (original files, no TF): one labelled face per image.
 
-Layout under ``root``::
+Two layouts under ``root``, told apart by ``find_layout``. The official one (Google Drive)::
 
     img_celeba/000001.jpg ...            in-the-wild images (aligned=False)
     img_align_celeba/000001.jpg ...      aligned 178x218 crops (aligned=True)
@@ -8,6 +8,18 @@ Layout under ``root``::
     Anno/list_landmarks_celeba.txt       count, header 'lefteye_x lefteye_y ... rightmouth_y'
     Anno/list_landmarks_align_celeba.txt same, for the aligned crops
     Eval/list_eval_partition.txt         '000001.jpg 0' (0 train, 1 val, 2 test)
+
+The Kaggle one (the download most people have), aligned crops only::
+
+    img_align_celeba/img_align_celeba/000001.jpg ...   aligned crops
+    list_landmarks_align_celeba.csv      header 'image_id,lefteye_x,...', rows '000001.jpg,69,...'
+    list_eval_partition.csv              header 'image_id,partition', rows '000001.jpg,0'
+    list_bbox_celeba.csv                 boxes in the in-the-wild photos, which Kaggle lacks
+
+| Layout | Tables | Values | ``aligned=False`` |
+|---|---|---|---|
+| official | .txt, count line + header | space-separated | reads img_celeba/ |
+| kaggle | .csv, one header line | comma-separated | FileNotFoundError naming celeba_aligned |
 
 Rules:
   * Landmarks: CelebA's 'lefteye' is the eye on the image's left (smaller x: 000001 has
@@ -36,11 +48,13 @@ Rules:
     unmatched detection "ignored", so such a split measures recall only.
   * Malformed rows (wrong number of fields, non-numeric) and images listed in the
     partition but missing from a table come out as SkipItem('malformed_annotation', ...),
-    one per image; a missing table file raises FileNotFoundError.
+    one per image; a missing table file raises FileNotFoundError, and so does a folder in
+    neither layout (one line: what is there and what each layout needs).
 """
 
+import dataclasses
 import os
-from typing import Dict, Iterator, Tuple, Union
+from typing import Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -69,8 +83,60 @@ def box_from_landmarks(points_xy: np.ndarray) -> np.ndarray:
     return np.stack([centre[:, 0] - w / 2, centre[:, 1] - h / 2, w, h], axis=1)
 
 
-def read_table(path: str, num_values: int, header_start: str) -> _Table:
-    """Reads a CelebA list file: count line, header line, then 'name v1 ... vK' rows.
+_OFFICIAL_NEEDS = ('Anno/list_landmarks[_align]_celeba.txt, Anno/list_bbox_celeba.txt, '
+                   'Eval/list_eval_partition.txt, img_celeba/ or img_align_celeba/')
+_KAGGLE_NEEDS = ('list_landmarks_align_celeba.csv, list_eval_partition.csv, '
+                 'img_align_celeba/img_align_celeba/')
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where one layout keeps the files ``read_items`` reads (``bbox`` None when aligned)."""
+    name: str  # 'official' or 'kaggle'
+    landmarks: str
+    bbox: Optional[str]
+    partition: str
+    image_dir: str
+    csv: bool
+
+
+def _split(text: str, csv: bool):
+    return [t.strip() for t in text.split(',')] if csv else text.split()
+
+
+def find_layout(root: str, aligned: bool) -> Layout:
+    """The layout of ``root``. Raises FileNotFoundError (one line) for Kaggle files with
+    ``aligned=False`` and for a folder in neither layout."""
+    join = lambda *p: os.path.join(root, *p)  # noqa: E731
+    if files.exists(join('list_eval_partition.csv')) or files.exists(
+            join('list_landmarks_align_celeba.csv')):
+        if not aligned:
+            raise FileNotFoundError(
+                f'CelebA: {root} is the Kaggle layout, which ships only the aligned crops '
+                f'(the in-the-wild photos list_bbox_celeba.csv points at are not there); '
+                f'use --source=celeba_aligned')
+        nested = join('img_align_celeba', 'img_align_celeba')
+        return Layout('kaggle', join('list_landmarks_align_celeba.csv'), None,
+                      join('list_eval_partition.csv'),
+                      nested if files.isdir(nested) else join('img_align_celeba'), csv=True)
+    if files.isdir(join('Anno')) or files.isdir(join('Eval')):
+        if aligned:
+            return Layout('official', join('Anno', 'list_landmarks_align_celeba.txt'), None,
+                          join('Eval', 'list_eval_partition.txt'), join('img_align_celeba'),
+                          csv=False)
+        return Layout('official', join('Anno', 'list_landmarks_celeba.txt'),
+                      join('Anno', 'list_bbox_celeba.txt'), join('Eval', 'list_eval_partition.txt'),
+                      join('img_celeba'), csv=False)
+    names = files.listdir(root) if files.isdir(root) else []
+    found = ', '.join(names[:8]) + (f', ... ({len(names)} in all)' if len(names) > 8 else '')
+    raise FileNotFoundError(f'CelebA: {root} is in neither layout: found {found or "nothing"}; '
+                            f'the official layout needs {_OFFICIAL_NEEDS}; '
+                            f'the Kaggle layout needs {_KAGGLE_NEEDS}')
+
+
+def read_table(path: str, num_values: int, header_start: str, csv: bool = False) -> _Table:
+    """Reads a CelebA list file: count line, header line, then 'name v1 ... vK' rows; with
+    ``csv`` (Kaggle) a header line, then 'name,v1,...,vK' rows.
 
     Returns:
       {image name: ([num_values] float64, 'path:line')} with a SkipItem in place of the
@@ -81,11 +147,13 @@ def read_table(path: str, num_values: int, header_start: str) -> _Table:
     table: _Table = {}
     with files.open_text(path) as f:
         lines = f.read().splitlines()
-    if len(lines) < 2 or not lines[1].split() or lines[1].split()[0] != header_start:
-        raise ValueError(f'CelebA: {path}:2: expected a header starting with '
-                         f'{header_start!r}, got {lines[1] if len(lines) > 1 else ""!r}')
-    for line_no, text in enumerate(lines[2:], 3):
-        tokens = text.split()
+    head = 0 if csv else 1
+    header = _split(lines[head], csv) if len(lines) > head else []
+    if not header or header[0] != header_start:
+        raise ValueError(f'CelebA: {path}:{head + 1}: expected a header starting with '
+                         f'{header_start!r}, got {lines[head] if len(lines) > head else ""!r}')
+    for line_no, text in enumerate(lines[head + 1:], head + 2):
+        tokens = _split(text, csv) if text.strip() else []
         if not tokens:
             continue
         name, origin = tokens[0], f'{path}:{line_no}'
@@ -102,14 +170,14 @@ def read_table(path: str, num_values: int, header_start: str) -> _Table:
     return table
 
 
-def _partition(path: str) -> Iterator[Union[Tuple[str, str, str], SkipItem]]:
-    """Yields (name, split, origin) or SkipItem, in file order."""
+def _partition(path: str, csv: bool = False) -> Iterator[Union[Tuple[str, str, str], SkipItem]]:
+    """Yields (name, split, origin) or SkipItem, in file order (a .csv has a header line)."""
     if not files.exists(path):
         raise FileNotFoundError(f'CelebA: missing partition file {path}')
     with files.open_text(path) as f:
         for line_no, text in enumerate(f, 1):
-            tokens = text.split()
-            if not tokens:
+            tokens = _split(text, csv) if text.strip() else []
+            if not tokens or (csv and line_no == 1):
                 continue
             if len(tokens) != 2 or tokens[1] not in PARTITION_SPLITS:
                 yield SkipItem(_MALFORMED,
@@ -131,7 +199,7 @@ def read_items(root: str, aligned: bool = False, ignore_unlabelled: bool = False
     """Yields one RawItem (or SkipItem) per image of list_eval_partition.txt, in order.
 
     Args:
-      root: the CelebA folder (img_celeba/ or img_align_celeba/, Anno/, Eval/).
+      root: the CelebA folder, official or Kaggle layout (module docstring).
       aligned: read the aligned crops, box derived from the landmarks.
       ignore_unlabelled: add one whole-image ignore box per image (module docstring).
 
@@ -140,19 +208,13 @@ def read_items(root: str, aligned: bool = False, ignore_unlabelled: bool = False
       (or [2, 4] with the ignore box), landmarks_xy [1, 5, 2] (NaN row for the ignore
       box), ignore [False] (or [False, True]), split from the partition file.
     """
-    anno = os.path.join(root, 'Anno')
-    header = 'lefteye_x'
-    if aligned:
-        lm_path = os.path.join(anno, 'list_landmarks_align_celeba.txt')
-        image_dir, prefix = os.path.join(root, 'img_align_celeba'), 'celeba_align'
-        box_path, boxes = None, None
-    else:
-        lm_path = os.path.join(anno, 'list_landmarks_celeba.txt')
-        image_dir, prefix = os.path.join(root, 'img_celeba'), 'celeba'
-        box_path = os.path.join(anno, 'list_bbox_celeba.txt')
-        boxes = read_table(box_path, 4, 'image_id')
-    landmarks = read_table(lm_path, 10, header)
-    for entry in _partition(os.path.join(root, 'Eval', 'list_eval_partition.txt')):
+    layout = find_layout(root, aligned)
+    lm_path, box_path, image_dir = layout.landmarks, layout.bbox, layout.image_dir
+    prefix = 'celeba_align' if aligned else 'celeba'
+    boxes = read_table(box_path, 4, 'image_id') if box_path else None
+    # The official landmark files' header has no 'image_id' column; Kaggle's .csv has one.
+    landmarks = read_table(lm_path, 10, 'image_id' if layout.csv else 'lefteye_x', layout.csv)
+    for entry in _partition(layout.partition, layout.csv):
         if isinstance(entry, SkipItem):
             yield entry
             continue

@@ -25,6 +25,11 @@ def isdir(path: str) -> bool:
     return tf.io.gfile.isdir(path)
 
 
+def listdir(folder: str):
+    """Sorted names in ``folder`` (sub-folders without a trailing slash)."""
+    return sorted(name.rstrip('/') for name in tf.io.gfile.listdir(folder))
+
+
 def walk(folder: str):
     """(folder, subfolders, files) for ``folder`` and each folder below it, as ``os.walk``."""
     return tf.io.gfile.walk(folder)

@@ -52,6 +52,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 
 from common import output_dirs  # noqa: E402
+from common import preemption  # noqa: E402
 from preprocess import record_sources  # noqa: E402
 from preprocess import shards  # noqa: E402
 
@@ -61,7 +62,9 @@ _WIDER_DIR = flags.DEFINE_string('wider_dir', None, 'WIDER FACE root (WIDER_trai
 _WIDER_HOLDOUT = flags.DEFINE_float(
     'wider_holdout', 0.0, 'WIDER: fraction of train images moved to val by a hash of their path '
     '(for copies without the official val set).')
-_CELEBA_DIR = flags.DEFINE_string('celeba_dir', None, 'CelebA root (img_celeba/ or img_align_celeba/, Anno/).')
+_CELEBA_DIR = flags.DEFINE_string(
+    'celeba_dir', None, 'CelebA root, either layout: official (Anno/, Eval/, img_celeba/ or '
+    'img_align_celeba/) or Kaggle (*.csv, img_align_celeba/img_align_celeba/).')
 _CELEBA_IGNORE_UNLABELLED = flags.DEFINE_boolean(
     'celeba_ignore_unlabelled', False, 'CelebA: mark unlabelled faces as ignore regions.')
 _FDDB_DIR = flags.DEFINE_string('fddb_dir', None, 'FDDB root (originalPics/, FDDB-folds/).')
@@ -151,8 +154,13 @@ def main(argv):
             output_dirs.claim(config.output_dir)
         except output_dirs.OutputDirError as e:
             _fail(str(e))
+    preemption.raise_on_sigterm()  # the cleanup below and the lock's release run, as for Ctrl-C
     try:
         manifest = record_sources.make_records(config, flag_values=_flag_values())
+    except preemption.Terminated:
+        print('terminated (SIGTERM): finished shards are kept; rerun the same command to write '
+              'the rest', file=sys.stderr)
+        sys.exit(preemption.EXIT_STATUS)
     except record_sources.ConfigError as e:
         _fail(str(e))
     except shards.StrictError as e:

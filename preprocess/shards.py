@@ -351,7 +351,8 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
                 gate.release()
             shard = result[1]
             if writer is None:  # a shard that got no item is still written, empty
-                writer = tf.io.TFRecordWriter(paths[shard] + '.tmp')
+                writer_path = paths[shard] + '.tmp'
+                writer = tf.io.TFRecordWriter(writer_path)
             if result[0] != 'end':
                 data = count_result(stats, result, strict)
                 if data is not None:
@@ -367,8 +368,9 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
             meter.update()
     finally:
         stop.set()
-        if writer is not None:
+        if writer is not None:  # an unfinished shard: its .tmp is of no use to a rerun
             writer.close()
+            tf.io.gfile.remove(writer_path)
         if pool is not None:
             pool.terminate()
             pool.join()

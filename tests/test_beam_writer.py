@@ -12,15 +12,18 @@ import sys
 import tempfile
 import time
 
+import pytest
 import tensorflow as tf
 
-from preprocess import beam_writer
-from preprocess import record_sources
-from preprocess import shards
-from tests.test_celeba import make_celeba_root
-from tests.test_fddb import make_fddb_root
-from tests.test_jsonl_source import make_manifest
-from tests.test_widerface import make_wider_root
+pytest.importorskip('apache_beam', reason='needs Apache Beam: pip install -r requirements-beam.txt')
+
+from preprocess import beam_writer  # noqa: E402
+from preprocess import record_sources  # noqa: E402
+from preprocess import shards  # noqa: E402
+from tests.test_celeba import make_celeba_root  # noqa: E402
+from tests.test_fddb import make_fddb_root  # noqa: E402
+from tests.test_jsonl_source import make_manifest  # noqa: E402
+from tests.test_widerface import make_wider_root  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TWO_PROCESSES = ('--runner=DirectRunner', '--direct_num_workers=2',

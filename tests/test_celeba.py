@@ -1,4 +1,4 @@
-"""Tests for preprocess/celeba.py on tiny official-format files made in code."""
+"""Tests for preprocess/celeba.py on tiny official- and Kaggle-layout files made in code."""
 
 import math
 import os
@@ -7,7 +7,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from preprocess import celeba, items
+from preprocess import celeba, items, record_sources
 from tests import image_fixtures as fx
 
 BBOX = """\
@@ -61,6 +61,27 @@ def make_celeba_root(root):
                       ('Anno/list_landmarks_celeba.txt', LANDMARKS),
                       ('Anno/list_landmarks_align_celeba.txt', LANDMARKS_ALIGN),
                       ('Eval/list_eval_partition.txt', PARTITION)):
+        with open(os.path.join(root, rel), 'w') as f:
+            f.write(text)
+    return root
+
+
+def _as_kaggle_csv(text, official_header=True):
+    """An official table as Kaggle ships it: no count line, 'image_id' first, commas."""
+    lines = text.splitlines()[1:] if official_header else text.splitlines()
+    if official_header and not lines[0].startswith('image_id'):
+        lines[0] = 'image_id ' + lines[0]
+    return '\n'.join(','.join(line.split()) for line in lines) + '\n'
+
+
+def make_kaggle_root(root):
+    """The Kaggle download of make_celeba_root's aligned crops: nested image folder, .csv."""
+    for name in ('000001.jpg', '000002.jpg'):
+        fx.write_jpeg(os.path.join(root, 'img_align_celeba', 'img_align_celeba', name), 178, 218)
+    for rel, text in (('list_landmarks_align_celeba.csv', _as_kaggle_csv(LANDMARKS_ALIGN)),
+                      ('list_bbox_celeba.csv', _as_kaggle_csv(BBOX)),
+                      ('list_eval_partition.csv',
+                       'image_id,partition\n' + _as_kaggle_csv(PARTITION, official_header=False))):
         with open(os.path.join(root, rel), 'w') as f:
             f.write(text)
     return root
@@ -159,6 +180,56 @@ class ReadItemsTest(tf.test.TestCase):
         os.remove(os.path.join(self.root, 'Anno/list_landmarks_celeba.txt'))
         with self.assertRaisesRegex(FileNotFoundError, 'list_landmarks_celeba'):
             list(celeba.read_items(self.root))
+
+
+class LayoutTest(tf.test.TestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.official = make_celeba_root(tempfile.mkdtemp(dir=self.get_temp_dir()))
+        self.kaggle = make_kaggle_root(tempfile.mkdtemp(dir=self.get_temp_dir()))
+
+    def test_kaggle_aligned_reads_as_the_official_files(self):
+        self.assertEqual(celeba.find_layout(self.kaggle, aligned=True).name, 'kaggle')
+        self.assertEqual(celeba.find_layout(self.official, aligned=True).name, 'official')
+        kaggle = list(celeba.read_items(self.kaggle, aligned=True))
+        official = list(celeba.read_items(self.official, aligned=True))
+        self.assertEqual([type(e) for e in kaggle], [type(e) for e in official])
+        raw = [(k, o) for k, o in zip(kaggle, official) if isinstance(k, items.RawItem)]
+        self.assertLen(raw, 2)
+        for k, o in raw:
+            self.assertEqual((k.source_id, k.split), (o.source_id, o.split))
+            self.assertAllClose(k.boxes_xywh, o.boxes_xywh)
+            self.assertAllClose(k.landmarks_xy, o.landmarks_xy)
+        self.assertEqual(raw[0][0].path, os.path.join(
+            self.kaggle, 'img_align_celeba', 'img_align_celeba', '000001.jpg'))
+        self.assertEqual(raw[0][0].origin,
+                         os.path.join(self.kaggle, 'list_landmarks_align_celeba.csv') + ':2')
+        records, skips, _ = fx.encode_all(iter(kaggle))
+        self.assertEqual(sorted(records), ['celeba_align/000001.jpg', 'celeba_align/000002.jpg'])
+        self.assertEqual({k: len(v) for k, v in skips.items()}, {'malformed_annotation': 5})
+
+    def test_kaggle_in_the_wild_names_celeba_aligned(self):
+        config = record_sources.Config(output_dir=os.path.join(self.kaggle, 'out'),
+                                       sources=('celeba',), celeba_dir=self.kaggle)
+        with self.assertRaises(record_sources.ConfigError) as e:
+            record_sources.make_records(config)
+        message = str(e.exception)
+        self.assertNotIn('\n', message)
+        self.assertIn(f'{self.kaggle} is the Kaggle layout, which ships only the aligned crops', message)
+        self.assertIn('--source=celeba_aligned', message)
+
+    def test_other_folder_lists_what_it_found_and_needs(self):
+        other = tempfile.mkdtemp(dir=self.get_temp_dir())
+        os.makedirs(os.path.join(other, 'photos'))
+        open(os.path.join(other, 'labels.txt'), 'w').close()
+        with self.assertRaises(FileNotFoundError) as e:
+            list(celeba.read_items(other, aligned=True))
+        message = str(e.exception)
+        self.assertNotIn('\n', message)
+        self.assertIn(f'{other} is in neither layout: found labels.txt, photos;', message)
+        self.assertIn('official layout needs Anno/list_landmarks[_align]_celeba.txt', message)
+        self.assertIn('Kaggle layout needs list_landmarks_align_celeba.csv', message)
 
 
 if __name__ == '__main__':

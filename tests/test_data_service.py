@@ -20,34 +20,46 @@ class DataServiceTest(tf.test.TestCase):
         cls.dir = tempfile.mkdtemp()
         cls.train = fixtures.write_tiny_shards(os.path.join(cls.dir, 'rec'),
                                                fixtures.random_records(8), 'train', 2)
-        cls.dispatcher = data_service.start_dispatcher()
-        cls.worker = data_service.start_worker(data_service.address_of(cls.dispatcher))
 
-    def _train(self, model_dir, *extra):
+    def _service(self):
+        """A dispatcher and a worker of the test's own: the worker's task count then tells
+        whether this test's input ran on it (WorkerServer._num_tasks, TF's own test hook)."""
+        dispatcher = data_service.start_dispatcher()
+        worker = data_service.start_worker(data_service.address_of(dispatcher))
+        self.assertEqual(worker._num_tasks(), 0)  # pylint: disable=protected-access
+        return dispatcher, worker
+
+    def _train(self, model_dir, dispatcher, *extra):
         return cli.run('train.py', '--flagfile=configs/smoke.flags', '--val_records=',
                        f'--train_records={self.train}', f'--model_dir={model_dir}',
-                       f'--data_service={self.dispatcher.target}', '--precision=auto', *extra)
+                       f'--data_service={dispatcher.target}', '--precision=auto', *extra)
 
     def test_training_steps_and_resume_through_the_service(self):
+        dispatcher, worker = self._service()
         model_dir = os.path.join(self.dir, 'model')
-        first = self._train(model_dir)
+        first = self._train(model_dir, dispatcher)
         self.assertEqual(first.returncode, 0, first.stderr[-3000:])
         self.assertIn('step 2/2', first.stdout)
         self.assertIn('precision float32 (no GPU', first.stdout)
         with open(os.path.join(model_dir, 'flags.txt')) as f:
             self.assertIn('--precision=float32', f.read())
-        second = self._train(model_dir, '--train_steps=4')
+        # The training input ran on this worker, not in train.py's process.
+        self.assertGreaterEqual(worker._num_tasks(), 1)  # pylint: disable=protected-access
+        second = self._train(model_dir, dispatcher, '--train_steps=4')
         self.assertEqual(second.returncode, 0, second.stderr[-3000:])
         self.assertIn('resumed from', second.stdout)
         self.assertIn('step 4/4', second.stdout)
+        self.assertGreaterEqual(worker._num_tasks(), 2)  # pylint: disable=protected-access
         latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
         self.assertEqual(os.path.basename(latest), 'ckpt-4')
 
     def test_batches_come_from_the_worker(self):
         from data import pipeline
+        dispatcher, worker = self._service()
         ds = pipeline.build_dataset(self.train, 2, 64, True, shuffle_buffer=4)
-        remote = data_service.distribute(ds, self.dispatcher.target)
+        remote = data_service.distribute(ds, dispatcher.target)
         batch = next(iter(remote))
+        self.assertEqual(worker._num_tasks(), 1)  # pylint: disable=protected-access
         self.assertEqual(batch['image'].dtype, tf.uint8)
         self.assertEqual(batch['image'].shape, (2, 64, 64, 3))
 

@@ -3,7 +3,9 @@
 import json
 import os
 import shutil
+import signal
 import tempfile
+import time
 import warnings
 
 import numpy as np
@@ -389,6 +391,19 @@ class ExportTest(tf.test.TestCase):
         self.assertEqual(sorted(os.listdir(previous)), sorted(os.listdir(self.export_dir)))
         with open(os.path.join(previous, 'facedet.json')) as f:
             self.assertEqual(f.read(), info)
+
+    def test_sigterm_leaves_no_partial_directory(self):
+        target = os.path.join(self.dir, 'terminated')
+        run = cli.start('export.py', f'--model_dir={self.export_dir}', f'--export_dir={target}')
+        while not os.path.exists(target + export.PARTIAL_SUFFIX) and run.poll() is None:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate()
+        self.assertEqual(run.returncode, 143, stderr[-2000:])
+        self.assertIn(f'terminated (SIGTERM): nothing written to {target}', stderr)
+        self.assertNotIn('Traceback', stderr)
+        self.assertFalse(os.path.exists(target + export.PARTIAL_SUFFIX))
+        self.assertFalse(os.path.exists(target))
 
     def test_publish_replaces_an_export_only_when_the_new_one_is_whole(self):
         target = os.path.join(self.dir, 'published')

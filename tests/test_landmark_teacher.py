@@ -145,7 +145,7 @@ class LoadYuNetTest(tf.test.TestCase):
         try:
             import cv2  # noqa: F401
         except ImportError:
-            self.skipTest('OpenCV is not installed')
+            self.skipTest('needs OpenCV: pip install opencv-python-headless')
         tmp = self.get_temp_dir()
         with self.assertRaisesRegex(lt.TeacherError, r'/nowhere/model\.onnx: no such file'):
             lt.load_yunet('/nowhere/model.onnx')
@@ -161,7 +161,7 @@ class LoadYuNetTest(tf.test.TestCase):
         try:
             import cv2  # noqa: F401
         except ImportError:
-            self.skipTest('OpenCV is not installed')
+            self.skipTest('needs OpenCV: pip install opencv-python-headless')
         rows = lt.load_yunet(_YUNET)(np.zeros([120, 160, 3], np.uint8))
         self.assertEqual(rows.shape[1:], (15,))
 
@@ -214,6 +214,10 @@ class MakeRecordsWithTeacherTest(tf.test.TestCase):
             self.assertAllClose(r['landmarks'][0, :2], [0.2 + 0.4 * 0.4, 0.1 + 0.3 * 0.2])
 
     def test_beam_runner_writes_the_same_records(self):
+        try:
+            import apache_beam  # noqa: F401
+        except ImportError:
+            self.skipTest('needs Apache Beam: pip install -r requirements-beam.txt')
         fake = FakeTeacher([(0.1, 0.2, 0.2, 0.4, 0.7), (0.7, 0.5, 0.1, 0.2, 0.95)])
         local = self._make(fake)
         local_bytes = self._shard_bytes()

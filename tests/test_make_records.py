@@ -228,5 +228,24 @@ class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(left, [])
 
 
+    def test_sigterm_keeps_finished_shards_and_leaves_no_tmp_or_lock(self):
+        args = ['--flagfile=configs/synthetic.flags', '--num_images=48', '--train_shards=6',
+                '--synthetic_min_side=64', '--synthetic_max_side=96', '--num_workers=1',
+                '--noprogress', f'--output_dir={self.out}']
+        run = cli.start('preprocess/make_records.py', *args)
+        first = shards.shard_paths(self.out, 'train', 6)[0]
+        while not os.path.exists(first) and run.poll() is None:
+            time.sleep(0.05)
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate()
+        self.assertEqual(run.returncode, 143, stderr[-2000:])
+        self.assertIn('terminated (SIGTERM): finished shards are kept', stderr)
+        self.assertNotIn('Traceback', stderr)
+        self.assertTrue(os.path.exists(first))
+        self.assertFalse(os.path.exists(os.path.join(self.out, 'manifest.json')))
+        left = [n for _, _, names in os.walk(self.out) for n in names
+                if n.endswith('.tmp') or n == '.lock']
+        self.assertEqual(left, [])
+
 if __name__ == '__main__':
     tf.test.main()

@@ -1,10 +1,12 @@
 """common/quiet.py: TF's start-up notices are dropped, every other stderr line is kept."""
 
+import os
 import subprocess
 import sys
 
 import tensorflow as tf
 
+from common import quiet
 from tests import cli
 
 _SCRIPT = r"""
@@ -35,6 +37,18 @@ class QuietTest(tf.test.TestCase):
         self.assertIn('Traceback', proc.stderr)
         self.assertIn('ValueError: shown', proc.stderr)
         self.assertEqual(proc.returncode, 1)
+
+    def test_no_cuinit_line_without_a_gpu(self):
+        if quiet.has_nvidia_device():
+            self.skipTest('an NVIDIA device is here: its cuInit line would be a real fault')
+        env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+        script = ('import os\nfrom common import quiet\ntf = quiet.import_tensorflow()\n'
+                  'tf.constant(1)\nos.write(2, b"E0000 real_error.cc:1] kept\\n")\n')
+        proc = subprocess.run([sys.executable, '-c', script], cwd=cli.ROOT, env=env,
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertNotIn('cuInit', proc.stderr)
+        self.assertIn('E0000 real_error.cc:1] kept', proc.stderr)
 
 
 if __name__ == '__main__':

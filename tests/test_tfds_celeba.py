@@ -1,13 +1,13 @@
 """Tests for preprocess/tfds_celeba.py: the fail-fast path and the example conversion.
 
-No download is ever attempted: the unprepared case must raise within seconds.
+No download is ever attempted: the unprepared case raises before tfds is asked for anything.
 """
 
 import os
 import subprocess
 import sys
 import tempfile
-import time
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -31,10 +31,13 @@ class FailFastTest(tf.test.TestCase):
 
     def test_unprepared_raises_at_call_time(self):
         data_dir = tempfile.mkdtemp(dir=self.get_temp_dir())
-        start = time.monotonic()
-        with self.assertRaisesRegex(FileNotFoundError, r'tfds build celeb_a .*--manual_dir'):
-            tfds_celeba.read_items(data_dir)  # no next(): raises on the call itself
-        self.assertLess(time.monotonic() - start, 2.0)
+        # A stand-in tensorflow_datasets counts what the code asks of it: tfds' builder
+        # (whose download_and_prepare retries Google Drive) is never reached.
+        fake_tfds = mock.MagicMock()
+        with mock.patch.dict(sys.modules, {'tensorflow_datasets': fake_tfds}):
+            with self.assertRaisesRegex(FileNotFoundError, r'tfds build celeb_a .*--manual_dir'):
+                tfds_celeba.read_items(data_dir)  # no next(): raises on the call itself
+        self.assertEqual(fake_tfds.mock_calls, [])
         self.assertEqual(os.listdir(data_dir), [])  # nothing downloaded or created
 
     def test_unprepared_in_fresh_process_is_fast(self):
@@ -43,11 +46,9 @@ class FailFastTest(tf.test.TestCase):
                 'try:\n  tfds_celeba.read_items(sys.argv[1])\n'
                 'except FileNotFoundError as e:\n'
                 '  print("tensorflow_datasets" in sys.modules, "manual_dir" in str(e))\n')
-        start = time.monotonic()
         out = subprocess.run([sys.executable, '-c', code, self.get_temp_dir()], cwd=REPO,
                              capture_output=True, text=True, timeout=120, check=True)
         self.assertEqual(out.stdout.split(), ['False', 'True'])
-        self.assertLess(time.monotonic() - start, 60.0)  # TF import dominates this
 
 
 class ExampleToItemTest(tf.test.TestCase):

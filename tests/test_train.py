@@ -281,6 +281,8 @@ class TrainTest(tf.test.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         self.assertIn('step 2/2', out.stdout)
         self.assertRegex(out.stdout, r'step 2/2 loss \d+\.\d+')
+        self.assertIn('2 replica(s) (MirroredStrategy), dtype policy mixed_bfloat16, '
+                      'optimizer AdamW', out.stdout)
         self.assertTrue(os.path.exists(os.path.join(model_dir, 'checkpoints', 'ckpt-2.index')))
 
     def test_multi_worker_on_localhost_ports(self):
@@ -330,10 +332,38 @@ class TrainTest(tf.test.TestCase):
 
     def test_mixed_float16_builds_loss_scaling(self):
         # On CPU float16 is slow but must still run and stay finite.
-        out = self._train(os.path.join(self.dir, 'fp16'), '--precision=mixed_float16',
-                          '--val_records=')
+        model_dir = os.path.join(self.dir, 'fp16')
+        out = self._train(model_dir, '--precision=mixed_float16', '--val_records=')
         self.assertEqual(out.returncode, 0, out.stderr[-3000:])
         self.assertIn('step 2/2', out.stdout)
+        self.assertIn('dtype policy mixed_float16, optimizer LossScaleOptimizer', out.stdout)
+        # The loss scale was saved with the optimizer, and the weights are float32.
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'checkpoints'))
+        names = [n for n, _ in tf.train.list_variables(latest)]
+        self.assertTrue([n for n in names if 'scale' in n.lower() and n.startswith('optimizer/')],
+                        names)
+
+    def test_float16_run_resumes_in_float16_under_auto_and_bfloat16_is_named(self):
+        # A run begun on a T4 (auto: mixed_float16) resumed where auto picks another
+        # precision (an A100's bfloat16; float32 on this CPU) keeps its float16.
+        model_dir = os.path.join(self.dir, 'fp16_resume')
+        first = self._train(model_dir, '--precision=mixed_float16', '--val_records=')
+        self.assertEqual(first.returncode, 0, first.stderr[-3000:])
+        asked = self._train(model_dir, '--precision=mixed_bfloat16', '--val_records=',
+                            '--train_steps=3')
+        self.assertEqual(asked.returncode, 1, asked.stdout[-3000:])
+        self.assertIn('started with --precision=mixed_float16', asked.stderr)
+        self.assertIn('--precision=mixed_bfloat16 cannot resume them', asked.stderr)
+        self.assertNotIn('move it away', asked.stdout + asked.stderr)
+        self.assertNotIn('Traceback', asked.stderr)
+        auto = self._train(model_dir, '--precision=auto', '--val_records=', '--train_steps=3')
+        self.assertEqual(auto.returncode, 0, auto.stderr[-3000:])
+        self.assertIn(f'precision mixed_float16 (as {model_dir} started; auto would pick '
+                      'float32 here', auto.stdout)
+        self.assertIn('resumed from', auto.stdout)
+        self.assertIn('step 3/3', auto.stdout)
+        with open(os.path.join(model_dir, 'flags.txt')) as f:
+            self.assertIn('--precision=mixed_float16', f.read())
 
     def test_missing_records_is_a_clear_error(self):
         out = cli.run('train.py', '--flagfile=configs/smoke.flags',

@@ -3,6 +3,7 @@ short, non-finite weights at export (RELIABILITY.md lists them)."""
 
 import json
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -12,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from data import shard_damage
-from model.detector import DetectorConfig
+from model.detector import DetectorConfig, build_detector
 from preprocess import shards
 from tests import cli
 from tests import fixtures
@@ -157,6 +158,24 @@ class TrainStepTest(tf.test.TestCase):
             np.testing.assert_array_equal(w.numpy(), b)
 
 
+class KeepBestTest(tf.test.TestCase):
+
+    def test_non_finite_metrics_are_never_the_best(self):
+        model_dir = tempfile.mkdtemp()
+        s = loop.TrainSettings(train_records='', model_dir=model_dir, ema_decay=0.0,
+                               config=DetectorConfig(image_size=64))
+        state = loop._build_state(s)
+        state.best_manager = tf.train.CheckpointManager(
+            state.checkpoint, os.path.join(model_dir, 'best'), max_to_keep=1)
+        best = os.path.join(model_dir, 'best', 'best.json')
+        loop._keep_best(state, model_dir, 1, {'ap50': float('nan'), 'loss': 1.0})
+        self.assertFalse(os.path.exists(best))
+        loop._keep_best(state, model_dir, 2, {'ap50': 0.5, 'loss': 1.0})
+        self.assertEqual(json.load(open(best))['step'], 2)
+        loop._keep_best(state, model_dir, 3, {'ap50': float('inf'), 'loss': 1.0})
+        self.assertEqual(json.load(open(best))['step'], 2)
+
+
 class TrainFaultsTest(tf.test.TestCase):
     """train.py end to end on tiny shards."""
 
@@ -209,7 +228,7 @@ class TrainFaultsTest(tf.test.TestCase):
     def test_divergence_stops_with_status_1_and_keeps_the_good_checkpoints(self):
         model_dir = os.path.join(self.dir, 'diverge')
         run = self._train(model_dir, os.path.join(self.records, 'train-*'), '--learning_rate=1e4',
-                          '--train_steps=40', '--steps_per_epoch=10', '--max_bad_steps=10')
+                          '--train_steps=40', '--steps_per_epoch=1', '--max_bad_steps=10')
         self.assertEqual(run.returncode, 1, run.stdout[-3000:])
         self.assertIn('training diverged: 10 bad steps in a row', run.stderr)
         self.assertIn('warning: step', run.stdout)
@@ -217,8 +236,8 @@ class TrainFaultsTest(tf.test.TestCase):
         step = int(latest.rsplit('-', 1)[1])
         self.assertLess(step, 10)  # written before the loss exploded, none after
         best = os.path.join(model_dir, 'best', 'best.json')
-        if os.path.exists(best):
-            self.assertTrue(all(np.isfinite(v) for v in json.load(open(best)).values()))
+        # Validation ran every step, before and after the loss exploded.
+        self.assertTrue(all(np.isfinite(v) for v in json.load(open(best)).values()))
         exported = cli.run('export.py', f'--model_dir={model_dir}', '--checkpoint=latest',
                            f'--export_dir={os.path.join(self.dir, "diverge_export")}')
         self.assertEqual(exported.returncode, 0, exported.stderr[-2000:])  # the kept one is finite
@@ -257,6 +276,19 @@ class TrainFaultsTest(tf.test.TestCase):
         reader = tf.train.load_checkpoint(self._latest(model_dir))
         saved_iterations = reader.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE')
         self.assertEqual(saved_iterations, killed_at)
+        # The weight average after a resume's restore is the one saved when it was killed
+        # (not the restored weights, nor a fresh network's).
+        saved_ema = build_detector(checkpoints.load_config(model_dir))
+        tf.train.Checkpoint(ema=saved_ema).restore(self._latest(model_dir)).expect_partial()
+        s = loop.TrainSettings(train_records='', model_dir=model_dir,
+                               config=checkpoints.load_config(model_dir))
+        state = loop._build_state(s)
+        loop._restore(self._latest(model_dir), state)
+        for w, saved in zip(state.ema_model.weights, saved_ema.weights):
+            np.testing.assert_array_equal(w.numpy(), saved.numpy(), err_msg=w.path)
+        self.assertFalse(all(np.array_equal(a.numpy(), b.numpy()) for a, b in
+                             zip(state.ema_model.trainable_variables,
+                                 state.model.trainable_variables)))
         rerun = self._train(model_dir, os.path.join(self.records, 'train-*'),
                             f'--train_steps={killed_at + 2}', '--val_records=')
         self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
@@ -268,6 +300,35 @@ class TrainFaultsTest(tf.test.TestCase):
         self.assertEqual(final.get_tensor('optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE'),
                          killed_at + 2)
         self.assertEqual(final.get_tensor('step/.ATTRIBUTES/VARIABLE_VALUE'), killed_at + 2)
+
+    def test_sigterm_saves_the_step_reached_releases_the_lock_and_resumes(self):
+        model_dir = os.path.join(self.dir, 'terminated')
+        train_glob = os.path.join(self.records, 'train-*')
+        run = cli.start('train.py', '--flagfile=configs/smoke.flags', f'--train_records={train_glob}',
+                        f'--model_dir={model_dir}', '--train_steps=100000', '--val_records=',
+                        '--checkpoint_every=100000', '--log_every=1')
+        reached = 0
+        for line in run.stdout:  # progress lines, flushed as each step ends
+            match = re.match(r'step (\d+)/', line)
+            if match and int(match.group(1)) >= 3:
+                reached = int(match.group(1))
+                break
+        self.assertGreater(reached, 0, 'train.py ended before step 3')
+        run.send_signal(signal.SIGTERM)
+        stdout, stderr = run.communicate(timeout=300)
+        self.assertEqual(run.returncode, 143, stderr[-3000:])
+        match = re.search(r'terminated \(SIGTERM\): saved step (\d+); rerun the same command '
+                          'to resume', stdout)
+        self.assertIsNotNone(match, stdout[-2000:])
+        saved = int(match.group(1))
+        self.assertGreaterEqual(saved, reached)  # no step lost (none was checkpointed before)
+        self.assertTrue(self._latest(model_dir).endswith(f'ckpt-{saved}'))
+        self.assertFalse(os.path.exists(os.path.join(model_dir, '.lock')))
+        self.assertNotIn('Traceback', stderr)
+        rerun = self._train(model_dir, train_glob, f'--train_steps={saved + 1}', '--val_records=')
+        self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
+        self.assertIn(f'at step {saved}', rerun.stdout)
+        self.assertIn(f'step {saved + 1}/{saved + 1}', rerun.stdout)
 
     def test_checkpoint_cut_short_falls_back_to_the_one_before(self):
         model_dir = os.path.join(self.dir, 'cut')

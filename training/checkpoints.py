@@ -25,6 +25,41 @@ def write_text(path, text):
     os.replace(temporary, path)
 
 
+def recorded_precision(model_dir):
+    """The --precision that model_dir/flags.txt records, when model_dir has checkpoints to
+    resume (train.py writes the precision it resolved there); else None."""
+    if not tf.train.get_checkpoint_state(os.path.join(model_dir, 'checkpoints')):
+        return None
+    try:
+        with open(os.path.join(model_dir, 'flags.txt')) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    found = [line.split('=', 1)[1] for line in lines if line.startswith('--precision=')]
+    return found[-1] if found else None
+
+
+def resume_precision(model_dir, asked, precision, why):
+    """(precision, why) for a run on model_dir: a resume keeps the precision its run started
+    with when --precision=auto (a float16 run begun on a T4 resumes in float16 on an A100),
+    so that its checkpoints, which hold the float16 loss scale or not, can be read.
+
+    Raises ValueError when an explicit --precision cannot read them (float16 against not).
+    """
+    recorded = recorded_precision(model_dir)
+    if recorded is None or recorded == precision:
+        return precision, why
+    if asked == 'auto':
+        return recorded, f'as {model_dir} started; auto would pick {precision} here: {why}'
+    if 'mixed_float16' in (recorded, precision):
+        raise ValueError(
+            f'{model_dir} started with --precision={recorded}, whose checkpoints '
+            f'{"hold" if recorded == "mixed_float16" else "lack"} the float16 loss scale; '
+            f'--precision={precision} cannot resume them: rerun with --precision={recorded} '
+            'or auto, or use a new --model_dir')
+    return precision, f'as given; {model_dir} started with {recorded} (float32 weights either way)'
+
+
 def saved_objects(path):
     """Top-level names in a checkpoint ('model', 'ema', 'optimizer', 'step', ...)."""
     return {name.split('/')[0] for name, _ in tf.train.list_variables(path)}

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common import preemption
 from data import augment
 from data import pipeline
 from data import robust
@@ -114,6 +115,8 @@ def train(s: TrainSettings):
         pipeline.check_shards(pipeline.list_shards(s.val_records))
     with strategy.scope():
         state = _build_state(s)
+    print(f'{strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__}), dtype policy '
+          f'{state.model.dtype_policy.name}, optimizer {type(state.optimizer).__name__}', flush=True)
     # Every worker of a cluster must save (saving reads the distributed variables), but only
     # the chief writes model_dir; the others write to model_dir/workers/<task>. All resume
     # from the chief's checkpoints.
@@ -296,8 +299,16 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
     guard = divergence.DivergenceGuard(s.max_bad_steps)
     metrics = {}
     current = int(state.step.numpy())
+    sigterm = preemption.SigtermFlag(s.strategy != 'multi_worker')
     try:
         while current < s.train_steps:
+            if sigterm.received:
+                if not (state.manager.latest_checkpoint or '').endswith(f'-{current}'):
+                    _save(state.manager, state, current)
+                print(f'terminated (SIGTERM): saved step {current}; rerun the same command to '
+                      'resume', flush=True)
+                writer.flush()
+                raise preemption.Terminated(current)
             terms, applied = train_step(batches.next(current))
             current = int(state.step.numpy())
             progress.start(current)
@@ -330,6 +341,8 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
     except divergence.Diverged as e:
         kept = state.manager.latest_checkpoint or 'none was written before'
         raise divergence.Diverged(f'{e}: {kept}') from None
+    finally:
+        sigterm.restore()
     latest = state.manager.latest_checkpoint
     if not guard.in_a_row and (latest is None or not latest.endswith(f'-{current}')):
         _save(state.manager, state, current)
