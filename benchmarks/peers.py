@@ -78,7 +78,7 @@ _MULTISCALE = flags.DEFINE_list('multiscale', ['1', '1.5'],
                                 'pass, merged by NMS).')
 _FACEDET_RUNTIME = flags.DEFINE_enum(
     'facedet_runtime', 'auto', ['auto', 'tflite_int8', 'tflite', 'savedmodel'],
-    "Runtime of the facedet rows (model/runtime.py; auto: the export's network_int8.tflite, "
+    "Runtime of the facedet rows (model/runtime.py; auto: network_int8.tflite on CPUs with VNNI, "
     'else network.tflite). facedet_float runs network.tflite and facedet_savedmodel the '
     'SavedModel at 1x, as baselines for the runtime.')
 _DETECTORS = flags.DEFINE_list('detectors', list(ALL_DETECTORS), 'Which detectors to run.')
