@@ -35,6 +35,7 @@ import functools
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -337,7 +338,10 @@ def write_shards(make_items: Callable[[], Iterable], out_dir: str, split: str, n
     pool = None
     if num_workers > 1:
         method = 'fork' if 'fork' in multiprocessing.get_all_start_methods() else None
-        pool = multiprocessing.get_context(method).Pool(num_workers)
+        # Workers take SIGTERM's default back: pool.terminate() ends them with SIGTERM, and a
+        # handler inherited from make_records (preemption.raise_on_sigterm) would hang it.
+        pool = multiprocessing.get_context(method).Pool(num_workers, initializer=signal.signal,
+                                                        initargs=(signal.SIGTERM, signal.SIG_DFL))
         # Chunks amortize the inter-process hops (an item is ~3 ms of work for a small JPEG).
         chunksize = max(1, min(8, in_flight // (4 * num_workers)))
         results = pool.imap(encode, jobs(), chunksize=chunksize)
