@@ -91,7 +91,10 @@ def copy_paste(batch, min_face_px=augment.MIN_FACE_PX, seed=None):
         'boxes': target,
         'landmarks': _move_points(tf.gather_nd(batch['landmarks'], tf.stack([donor, face], -1)),
                                   source[:, :2], top_left, zoom),
-        'landmarks_valid': tf.gather_nd(batch['landmarks_valid'], tf.stack([donor, face], -1)),
+        # gather_nd has no GPU kernel for bool: gathered as int8, or every step would copy
+        # the batch to the CPU and back.
+        'landmarks_valid': tf.cast(tf.gather_nd(tf.cast(batch['landmarks_valid'], tf.int8),
+                                                tf.stack([donor, face], -1)), tf.bool),
         'ignore': tf.reduce_min(hw, axis=-1) * size < min_face_px,
         'face_mask': tf.ones([b], tf.bool),
     }

@@ -200,3 +200,17 @@ class InsideAStepTest(tf.test.TestCase):
 
 if __name__ == '__main__':
     tf.test.main()
+
+
+class GpuKernelTest(tf.test.TestCase):
+
+    def test_no_bool_gather_nd_in_the_geometric_augmentation(self):
+        # gather_nd has no GPU kernel for bool tensors: one in the train step would copy
+        # the batch to the CPU and back every step.
+        batch = _batch([[[0.1, 0.1, 0.5, 0.5], [0.5, 0.5, 0.9, 0.9]]] * 2)
+        batch['image'] = tf.cast(batch['image'], tf.float32)
+        spec = {k: tf.TensorSpec(v.shape, v.dtype) for k, v in batch.items()}
+        graph = tf.function(robust.geometric).get_concrete_function(spec).graph
+        gathers = [op for op in graph.get_operations() if op.type == 'GatherNd']
+        self.assertNotEmpty(gathers)
+        self.assertEqual([op.name for op in gathers if op.get_attr('Tparams') == tf.bool], [])

@@ -15,21 +15,44 @@ def is_chief(task_type, task_id, cluster_tasks):
 
 
 def make_strategy(name, cpu_devices=1):
-    """Returns the tf.distribute strategy for a --strategy flag value."""
-    if cpu_devices > 1:
-        cpus = tf.config.list_physical_devices('CPU')
-        try:
-            tf.config.set_logical_device_configuration(
-                cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
-        except RuntimeError:
-            pass  # already initialised in this process (tests): keep what is there
+    """Returns the tf.distribute strategy for a --strategy flag value.
+
+    cpu_devices > 1 splits the CPU into logical devices and hides any GPU, so tests of the
+    several-replica paths run on CPUs on a GPU host too. GPUs allocate memory as they need
+    it (memory growth), so several processes (the test suite's, a trainer beside a
+    data-service worker) can share one; multi-worker runs all-reduce with NCCL when GPUs
+    are visible (the default picks ring all-reduce, slower on GPUs).
+    """
+    _configure_devices(cpu_devices)
     if name == 'multi_worker':
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        gpus = tf.config.list_physical_devices('GPU')
+        implementation = tf.distribute.experimental.CommunicationImplementation
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=implementation.NCCL if gpus else implementation.AUTO)
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     gpus = tf.config.list_logical_devices('GPU')
     if name == 'mirrored' or (name == 'auto' and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices('CPU')]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.get_strategy()
+
+
+def _configure_devices(cpu_devices):
+    """Logical CPU devices (and no GPU) for cpu_devices > 1; memory growth on every GPU.
+    Both must happen before TensorFlow initialises its devices; in a process that already
+    did (tests), what is there is kept."""
+    gpus = tf.config.list_physical_devices('GPU')
+    try:
+        if cpu_devices > 1:
+            tf.config.set_visible_devices([], 'GPU')
+            cpus = tf.config.list_physical_devices('CPU')
+            tf.config.set_logical_device_configuration(
+                cpus[0], [tf.config.LogicalDeviceConfiguration()] * cpu_devices)
+        else:
+            for gpu in gpus:
+                tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass  # devices already initialised in this process
 
 
 def resolve_precision(name, gpu_capabilities=None):
