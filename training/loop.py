@@ -34,6 +34,9 @@ from training import validation
 # own statistics anyway; these only start the moving averages (momentum 0.99), which the
 # first few hundred steps replace.
 CALIBRATION_BATCHES = 8
+# The largest global norm of a step's gradient (summed over the replicas); larger ones are
+# scaled down to it.
+GLOBAL_CLIPNORM = 10.0
 
 
 @dataclasses.dataclass
@@ -77,8 +80,8 @@ def _optimizer(s: TrainSettings):
     schedule = keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0, decay_steps=max(1, s.train_steps - s.warmup_steps),
         warmup_target=s.learning_rate, warmup_steps=s.warmup_steps, alpha=0.02)
-    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=s.weight_decay,
-                                       clipnorm=None, global_clipnorm=10.0)
+    # No clipping here: _step_gradient clips the gradient summed over the replicas.
+    optimizer = keras.optimizers.AdamW(learning_rate=schedule, weight_decay=s.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=['bn', 'bias'])
     if s.precision == 'mixed_float16':
         # float16 gradients underflow without loss scaling; bfloat16 has float32's range.
@@ -232,12 +235,7 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
             if scaled:
                 loss = optimizer.scale_loss(loss)
         variables = model.trainable_variables
-        grads = tape.gradient(loss, variables)
-        applied = _all_finite(terms['loss'], None if scaled else grads)
-        # An update from a non-finite loss or gradient would make every weight NaN: it is
-        # skipped and counted (training/divergence.py). Loss scaling skips steps whose
-        # scaled float16 gradients overflow on its own, and lowers the scale.
-        _apply_if(applied, optimizer, grads, variables)
+        applied = update(optimizer, tape.gradient(loss, variables), terms['loss'], variables)
         return terms, tf.reduce_sum(targets['landmark_weight']), applied
 
     @tf.function(jit_compile=s.jit_compile, input_signature=[element_spec])
@@ -255,6 +253,24 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
         return terms, applied
 
     return train_step
+
+
+def update(optimizer, grads, loss, variables):
+    """Applies one step's gradient (grads of each replica's loss / replicas, scaled under a
+    LossScaleOptimizer) from the replica context; returns whether it was applied.
+
+    An update from a non-finite loss or gradient would make every weight NaN: it is skipped
+    on every replica together (_step_gradient) and counted (training/divergence.py). Under
+    loss scaling the optimizer is told too (non-finite gradients), so it halves the scale.
+    """
+    scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    grads, applied = _step_gradient(grads, loss, optimizer.dynamic_scale if scaled else None)
+    if scaled:
+        optimizer.apply([g * tf.where(applied, optimizer.dynamic_scale, np.nan) for g in grads],
+                        variables)
+    else:
+        _apply_if(applied, optimizer, grads, variables)
+    return applied
 
 
 def _apply_if(applied, optimizer, grads, variables):
@@ -278,14 +294,28 @@ def _apply_if(applied, optimizer, grads, variables):
     tf.distribute.get_replica_context().merge_call(cross_replica, args=(applied, grads))
 
 
-def _all_finite(loss, grads):
-    """Whether the loss (and grads, when given) are finite on every replica."""
-    finite = tf.math.is_finite(loss)
-    if grads is not None:
-        finite &= tf.math.is_finite(tf.linalg.global_norm([g for g in grads if g is not None]))
-    bad = tf.distribute.get_replica_context().all_reduce(
-        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(finite, tf.float32))
-    return bad == 0.0
+def _step_gradient(grads, loss, loss_scale=None):
+    """(grads for optimizer.apply, applied): the step's gradient, the same on every replica.
+
+    Each replica's gradient is summed over the replicas here (the loss was divided by their
+    count), unscaled (float16), and clipped to GLOBAL_CLIPNORM by the global norm of that
+    sum, so one rule holds at any replica count (Keras' global_clipnorm clips each replica's
+    part before its own sum). `applied` is whether the summed gradient and every replica's
+    loss are finite: one answer for all replicas, so all skip together. Keras' apply sums
+    over the replicas again, so each gets its share (sum / replicas).
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync
+    if replicas > 1:
+        grads = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    if loss_scale is not None:
+        grads = [g / loss_scale for g in grads]
+    bad_loss = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                  1.0 - tf.cast(tf.math.is_finite(loss), tf.float32))
+    norm = tf.linalg.global_norm(grads)
+    applied = (bad_loss == 0.0) & tf.math.is_finite(norm)
+    clip = tf.minimum(1.0, GLOBAL_CLIPNORM / tf.maximum(norm, 1e-12))
+    return [g * (clip / replicas) for g in grads], applied
 
 
 def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chief):
@@ -366,11 +396,18 @@ def _log(step, terms, progress, writer, optimizer, counts):
     """Prints a progress line; writes the loss terms, learning rate and counts (skipped
     steps, records left out of damaged shards) to TensorBoard."""
     values = {k: float(v) for k, v in terms.items()}
-    print(progress.line(step, values), flush=True)
+    scale = (float(optimizer.dynamic_scale.numpy())
+             if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None)
+    line = progress.line(step, values)
+    if scale is not None:  # float16: a falling scale means overflowing (skipped) steps
+        line += f' | loss scale {scale:g}, {counts["skipped_steps"]} skipped'
+    print(line, flush=True)
     with writer.as_default(step=step):
         for k, v in values.items():
             tf.summary.scalar(f'loss/{k}' if k != 'num_positive' else k, v)
         tf.summary.scalar('learning_rate', _learning_rate(optimizer))
+        if scale is not None:
+            tf.summary.scalar('loss_scale', scale)
         for k, v in counts.items():
             tf.summary.scalar(f'faults/{k}', v)
 
