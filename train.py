@@ -47,7 +47,9 @@ _PRECISION = flags.DEFINE_enum(
 _STRATEGY = flags.DEFINE_enum('strategy', 'auto', ['auto', 'default', 'mirrored', 'multi_worker'],
                               'tf.distribute strategy.')
 _CPU_DEVICES = flags.DEFINE_integer('cpu_devices', 1, 'Split the CPU into N logical devices.')
-_JIT_COMPILE = flags.DEFINE_boolean('jit_compile', False, 'XLA-compile the train step.')
+_JIT_COMPILE = flags.DEFINE_boolean(
+    'jit_compile', False, "XLA-compile each replica's forward pass, loss and gradients "
+    '(augmentation, targets and the update stay outside).')
 _DATA_SERVICE = flags.DEFINE_string(
     'data_service', None, 'grpc://HOST:PORT of a tf.data service dispatcher (data_service.py): '
     'the input pipeline runs on its workers instead of this machine\'s CPU.')

@@ -285,6 +285,17 @@ class TrainTest(tf.test.TestCase):
                       'optimizer AdamW', out.stdout)
         self.assertTrue(os.path.exists(os.path.join(model_dir, 'checkpoints', 'ckpt-2.index')))
 
+    def test_xla_with_robust_augment_and_with_mirrored(self):
+        # XLA compiles each replica's forward pass, loss and gradients; robust.py's ops,
+        # which have no XLA kernel, and the cross-device update stay outside (the whole
+        # step under XLA failed with either).
+        for name, extra in (('xla_robust', ['--robust_augment']),
+                            ('xla_mirrored', ['--strategy=mirrored', '--cpu_devices=2'])):
+            out = self._train(os.path.join(self.dir, name), '--jit_compile', '--val_records=',
+                              *extra)
+            self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+            self.assertRegex(out.stdout, r'step 2/2 loss \d+\.\d+')
+
     def test_multi_worker_on_localhost_ports(self):
         cluster = {'worker': [f'localhost:{p}' for p in _free_ports(2)]}
         model_dir = os.path.join(self.dir, 'multi_worker')

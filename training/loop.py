@@ -221,6 +221,21 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
     scaled = isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
     replicas = strategy.num_replicas_in_sync
 
+    def gradients(images, targets):
+        with tf.GradientTape() as tape:
+            raw = model(images, training=True)
+            terms = losses.detection_loss(raw, targets, points, point_strides)
+            loss = terms['loss'] / replicas
+            if scaled:
+                loss = optimizer.scale_loss(loss)
+        return terms, tape.gradient(loss, model.trainable_variables)
+
+    # --jit_compile: XLA compiles each replica's forward pass, loss and gradients, on its own
+    # device. Augmentation (robust.py's CropAndResize and ImageProjectiveTransformV3 have no
+    # XLA kernel), targets, the cross-replica sum and the update stay outside.
+    if s.jit_compile:
+        gradients = tf.function(gradients, jit_compile=True, reduce_retracing=True)
+
     def step_fn(batch):
         if s.robust_augment:
             batch = robust.geometric(batch, s.train_min_face)
@@ -228,17 +243,12 @@ def make_train_step(s: TrainSettings, strategy, state: _State, element_spec):
         if s.robust_augment:
             images = robust.degrade(images)
         targets = target_lib.for_batch(batch, cfg.image_size, cfg.strides, cfg.anchor_scale)
-        with tf.GradientTape() as tape:
-            raw = model(images, training=True)
-            terms = losses.detection_loss(raw, targets, points, point_strides)
-            loss = terms['loss'] / replicas
-            if scaled:
-                loss = optimizer.scale_loss(loss)
+        terms, grads = gradients(images, targets)
         variables = model.trainable_variables
-        applied = update(optimizer, tape.gradient(loss, variables), terms['loss'], variables)
+        applied = update(optimizer, grads, terms['loss'], variables)
         return terms, tf.reduce_sum(targets['landmark_weight']), applied
 
-    @tf.function(jit_compile=s.jit_compile, input_signature=[element_spec])
+    @tf.function(input_signature=[element_spec])
     def train_step(batch):
         terms, labelled, applied = strategy.run(step_fn, args=(batch,))
         applied = strategy.experimental_local_results(applied)[0]  # the replicas agree
