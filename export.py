@@ -84,13 +84,17 @@ _MIN_FREE_GB = 0.1  # an export is a few MB; this catches a full disk, not a sma
 PARTIAL_SUFFIX = '.partial'  # the export is written here, then renamed to --export_dir
 
 
-def write_model_info(export_dir, config, checkpoint_path, landmarks, serving, passes=None):
+def write_model_info(export_dir, config, checkpoint_path, landmarks, serving, passes=None,
+                     landmarks_trained_on=None):
     """<export_dir>/facedet.json: what detect.py and a reader need to know about the model.
     serving: the Detector settings (max_side, score_threshold, iou_threshold,
     max_detections) of the export; passes: the default passes (model/multiscale.Pass),
-    written when they are other than one pass at 1x."""
+    written when they are other than one pass at 1x; landmarks_trained_on: the export whose
+    training last taught the landmarks, when this run's data had none."""
     info = {'landmarks': bool(landmarks), 'checkpoint': checkpoint_path,
             'config': json.loads(config.to_json()), 'serving': serving}
+    if landmarks_trained_on:
+        info['landmarks_trained_on'] = landmarks_trained_on
     if passes and [p.to_json() for p in passes] != [{'scale': 1.0}]:
         info['default_passes'] = [p.to_json() for p in passes]
     with open(os.path.join(export_dir, MODEL_INFO), 'w') as f:
@@ -288,10 +292,13 @@ def main(argv):
         sys.exit(f'export.py: error: {e}')
     serving = dict(max_side=_MAX_SIDE.value, score_threshold=_SCORE_THRESHOLD.value,
                    iou_threshold=_IOU_THRESHOLD.value, max_detections=_MAX_DETECTIONS.value)
+    passes, serving, landmarks, landmarks_from = inherit_from_source(
+        _MODEL_DIR.value, passes, serving, landmarks)
     preemption.raise_on_sigterm()  # the finally below runs, as for Ctrl-C
     staging = staging_dir(_EXPORT_DIR.value)
     try:
-        _write_all(staging, model, config, path, landmarks, folded, serving, passes)
+        _write_all(staging, model, config, path, landmarks, folded, serving, passes,
+                   landmarks_from)
         publish(staging, _EXPORT_DIR.value)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f'export.py: error: {e}')
@@ -304,9 +311,33 @@ def main(argv):
     print(f'exported {path} -> {_EXPORT_DIR.value} (signatures: serving_default, detect_image, '
           f'detect_pass; {NETWORK_FILE} for TFLite)')
     print('default passes: ' + ', '.join(p.describe() for p in passes))
-    if not landmarks:
+    if landmarks_from:
+        print(f'landmarks: as trained for {landmarks_from} (this run\'s data had no landmark '
+              'labels, so it left them as they were)')
+    elif not landmarks:
         print('note: no landmark labels were in the training data; the landmark outputs are '
               'untrained, and detect.py leaves them out')
+
+
+def inherit_from_source(model_dir, passes, serving, landmarks):
+    """(passes, serving, landmarks, landmarks_trained_on) for a run that started from an
+    export (train.py --init_from=<export>): the source's default passes and serving
+    settings where export.py's flags do not name others, and its landmarks when it had them
+    and this run's data had no landmark labels (faces without labels add no landmark loss,
+    so the outputs stay what the source learnt)."""
+    from model.multiscale import parse_passes
+    from training.checkpoints import init_export, is_export
+    source = None if is_export(model_dir) else init_export(model_dir)
+    if source is None:
+        return passes, serving, landmarks, None
+    info = read_info(source)
+    if not _PASSES.present and info.get('default_passes'):
+        passes = parse_passes(info['default_passes'], f'{source}: default_passes')
+    serving = {k: v if flags.FLAGS[k].present else info.get('serving', {}).get(k, v)
+               for k, v in serving.items()}
+    if landmarks or not info.get('landmarks'):
+        return passes, serving, landmarks, None
+    return passes, serving, True, info.get('landmarks_trained_on') or source
 
 
 def staging_dir(export_dir):
@@ -328,13 +359,14 @@ def publish(staging, export_dir):
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write_all(out_dir, model, config, path, landmarks, folded, serving, passes):
+def _write_all(out_dir, model, config, path, landmarks, folded, serving, passes,
+               landmarks_from=None):
     """Every file of the export, into out_dir (the staging folder)."""
     detector = export(model, config, out_dir, folded=folded, passes=passes, **serving)
     if _INT8_RECORDS.value:
         try:
             inputs = calibration_inputs(_INT8_RECORDS.value, _INT8_IMAGES.value,
-                                        passes[0].scale, _MAX_SIDE.value)
+                                        passes[0].scale, serving['max_side'])
         except (FileNotFoundError, ValueError) as e:
             raise ValueError(f'--int8_records: {e}') from None
         export_network_tflite(detector.model, os.path.join(out_dir, NETWORK_INT8_FILE), inputs)
@@ -348,7 +380,7 @@ def _write_all(out_dir, model, config, path, landmarks, folded, serving, passes)
                       max_detections=_MAX_DETECTIONS.value, folded=True)
         print(f'TFLite: {os.path.join(_EXPORT_DIR.value, name)}')
     # facedet.json last: is_export() needs it, so an export cut short never looks whole.
-    write_model_info(out_dir, config, path, landmarks, serving, passes)
+    write_model_info(out_dir, config, path, landmarks, serving, passes, landmarks_from)
 
 if __name__ == '__main__':
     app.run(main)

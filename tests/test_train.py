@@ -252,6 +252,41 @@ class TrainTest(tf.test.TestCase):
         self.assertIn('neither a train.py --model_dir', out.stderr)
         self.assertNotIn('Traceback', out.stderr)
 
+    def test_fine_tune_of_an_export_keeps_its_passes_serving_and_landmarks(self):
+        # The source export: trained landmarks, two passes, its own serving settings.
+        source = os.path.join(self.dir, 'keep_source')
+        out = self._train(source, '--val_records=')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        exported = os.path.join(self.dir, 'keep_source_saved')
+        out = cli.run('export.py', f'--model_dir={source}', f'--export_dir={exported}',
+                      '--passes=1.5:0:200,0.5:100:', '--max_side=800', '--max_detections=50')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        # Fine-tuned on box-only photos: validated before the first step and after the last.
+        records = [fixtures.make_face_record([[0.2, 0.2, 0.6, 0.5]], landmarks_valid=[False],
+                                             seed=i) for i in range(6)]
+        plain = fixtures.write_tiny_shards(os.path.join(self.dir, 'keep_plain'), records,
+                                           'train', 1)
+        target = os.path.join(self.dir, 'keep_target')
+        out = cli.run('train.py', '--flagfile=configs/smoke.flags', f'--train_records={plain}',
+                      f'--val_records={self.val}', f'--model_dir={target}',
+                      f'--init_from={exported}')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertRegex(out.stdout, r'validation before training \(the --init_from weights\): '
+                         r'.*ap50 \d')
+        self.assertRegex(out.stdout, r'validation at step 2: .*ap50 \d')
+        reexported = os.path.join(self.dir, 'keep_target_saved')
+        out = cli.run('export.py', f'--model_dir={target}', f'--export_dir={reexported}',
+                      '--max_detections=20')
+        self.assertEqual(out.returncode, 0, out.stderr[-3000:])
+        self.assertIn(f'landmarks: as trained for {exported}', out.stdout)
+        source_info = json.load(open(os.path.join(exported, 'facedet.json')))
+        info = json.load(open(os.path.join(reexported, 'facedet.json')))
+        self.assertEqual(info['default_passes'], source_info['default_passes'])
+        self.assertEqual(info['serving']['max_side'], 800)
+        self.assertEqual(info['serving']['max_detections'], 20)  # a flag given wins
+        self.assertTrue(info['landmarks'])
+        self.assertEqual(info['landmarks_trained_on'], exported)
+
     def test_landmark_labels_are_counted_for_export(self):
         records = [fixtures.make_face_record([[0.2, 0.2, 0.6, 0.5]], landmarks_valid=[False],
                                              seed=i) for i in range(6)]

@@ -25,18 +25,29 @@ def write_text(path, text):
     os.replace(temporary, path)
 
 
-def recorded_precision(model_dir):
-    """The --precision that model_dir/flags.txt records, when model_dir has checkpoints to
-    resume (train.py writes the precision it resolved there); else None."""
-    if not tf.train.get_checkpoint_state(os.path.join(model_dir, 'checkpoints')):
-        return None
+def recorded_flag(model_dir, name):
+    """The value of --name that model_dir/flags.txt (train.py writes it) records, or None."""
     try:
         with open(os.path.join(model_dir, 'flags.txt')) as f:
             lines = f.read().splitlines()
     except OSError:
         return None
-    found = [line.split('=', 1)[1] for line in lines if line.startswith('--precision=')]
+    found = [line.split('=', 1)[1] for line in lines if line.startswith(f'--{name}=')]
     return found[-1] if found else None
+
+
+def recorded_precision(model_dir):
+    """The --precision that model_dir/flags.txt records, when model_dir has checkpoints to
+    resume (train.py writes the precision it resolved there); else None."""
+    if not tf.train.get_checkpoint_state(os.path.join(model_dir, 'checkpoints')):
+        return None
+    return recorded_flag(model_dir, 'precision')
+
+
+def init_export(model_dir):
+    """The export a training run started from (--init_from=<export dir>), or None."""
+    source = recorded_flag(model_dir, 'init_from')
+    return source if source and is_export(source) else None
 
 
 def resume_precision(model_dir, asked, precision, why):

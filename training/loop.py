@@ -128,7 +128,7 @@ def train(s: TrainSettings):
                                                os.path.join(out_dir, 'checkpoints'), max_to_keep=3)
     state.best_manager = tf.train.CheckpointManager(state.checkpoint, os.path.join(out_dir, 'best'),
                                                     max_to_keep=1)
-    _resume_or_init(s, state)
+    from_source = _resume_or_init(s, state)
     start_step = int(state.step.numpy())
     if start_step >= s.train_steps:
         print(f'already trained to step {start_step} (--train_steps={s.train_steps})', flush=True)
@@ -140,6 +140,9 @@ def train(s: TrainSettings):
     validate = None
     if s.val_records and is_chief:
         validate = validation.make_validator(state.ema_model or state.model, s)
+        if from_source:  # the log then shows the AP before and after the fine-tune
+            print('validation before training (the --init_from weights): ' + _metrics_text(
+                validate()), flush=True)
     metrics = _run(s, state, train_step, batches, validate, is_chief)
     print(f'checkpoints: {state.manager.directory}  tensorboard --logdir={s.model_dir}', flush=True)
     return metrics
@@ -166,11 +169,12 @@ def _build_state(s: TrainSettings):
 
 
 def _resume_or_init(s: TrainSettings, state: _State):
-    """Restores the chief's latest checkpoint, or else starts from --init_from's weights."""
+    """Restores the chief's latest checkpoint, or else starts from --init_from's weights;
+    returns whether it did the latter."""
     if _resume(os.path.join(s.model_dir, 'checkpoints'), state):
-        return
+        return False
     if not s.init_from:
-        return
+        return False
     crops = None
     if checkpoints.is_export(s.init_from):
         # The statistics of training crops, which training-mode batch norm normalizes, for
@@ -182,6 +186,11 @@ def _resume_or_init(s: TrainSettings, state: _State):
     unfolded = (f' (an export: batch norms unfolded with the statistics of '
                 f'{sum(len(c) for c in crops)} training crops)' if crops else '')
     print(f'starting from the weights of {source}{unfolded}', flush=True)
+    return True
+
+
+def _metrics_text(metrics):
+    return ' '.join(f'{k} {v:.4f}' for k, v in metrics.items())
 
 
 def _resume(directory, state: _State):
@@ -365,8 +374,8 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
             if validate and (current % s.steps_per_epoch == 0 or current == s.train_steps):
                 with val_writer.as_default(step=current):  # validate() writes its photos
                     metrics = validate()
-                    print(f'validation at step {current}: ' +
-                          ' '.join(f'{k} {v:.4f}' for k, v in metrics.items()), flush=True)
+                    print(f'validation at step {current}: ' + _metrics_text(metrics),
+                          flush=True)
                     for k, v in metrics.items():
                         tf.summary.scalar(f'val/{k}', v)
                 _keep_best(state, s.model_dir, current, metrics)
