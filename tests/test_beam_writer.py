@@ -15,6 +15,8 @@ import time
 import pytest
 import tensorflow as tf
 
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 pytest.importorskip('apache_beam', reason='needs Apache Beam: pip install -r requirements-beam.txt')
 
 from preprocess import beam_writer  # noqa: E402
@@ -24,6 +26,7 @@ from tests.test_celeba import make_celeba_root  # noqa: E402
 from tests.test_fddb import make_fddb_root  # noqa: E402
 from tests.test_jsonl_source import make_manifest  # noqa: E402
 from tests.test_widerface import make_wider_root  # noqa: E402
+
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TWO_PROCESSES = ('--runner=DirectRunner', '--direct_num_workers=2',

@@ -4,12 +4,16 @@ input pipeline; training steps, checkpoints and a resume go through them."""
 import os
 import tempfile
 
+import pytest
 import tensorflow as tf
 
 from tests import cli
 from tests import fixtures
 from training import data_service
 from training import devices
+
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 
 
 class DataServiceTest(tf.test.TestCase):

@@ -10,10 +10,13 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+import pytest
 
 from tests import cli
 from tests import fixtures
 from tests import image_fixtures as fx
+
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
 
 # The shipped model: already exported, so the test costs detect.py's runs alone.
 _MODEL = os.path.join(cli.ROOT, 'models', 'facedet_default')
@@ -90,6 +93,7 @@ _DRAW = """
 import json, sys
 import numpy as np
 import detect
+
 result = json.loads(sys.argv[1])
 detect.draw(np.zeros([64, 64, 3], np.uint8), result, sys.argv[2], 0.5)
 """

@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+import pytest
 
 import export
 from model.detector import DetectorConfig, build_detector, fold_batch_norms
@@ -18,8 +19,11 @@ from tests import cli
 from tests import fixtures
 from training import checkpoints
 
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 _RELOAD = '''
 import sys, numpy as np, tensorflow as tf
+
 m = tf.saved_model.load(sys.argv[1])
 data = [open(p, 'rb').read() for p in sys.argv[3:]]
 enc = m.signatures['serving_default'](images=tf.constant(data))

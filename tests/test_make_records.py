@@ -12,11 +12,15 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 from PIL import Image
+import pytest
 
 from data import features
 from preprocess import record_sources
 from preprocess import shards
 from tests import cli
+
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

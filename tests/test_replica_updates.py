@@ -9,10 +9,14 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from tests import cli
 from training import loop
+
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 
 # The helper's batch: rows [30, 0], [0, 40], [6, 8], [12, -4]; the mean gradient [12, 11].
 MEAN_GRADIENT = np.array([12.0, 11.0])

@@ -10,9 +10,13 @@ import tempfile
 from unittest import mock
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from preprocess import celeba, items, tfds_celeba
+
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

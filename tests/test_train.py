@@ -5,6 +5,7 @@ import os
 import tempfile
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from model.detector import DetectorConfig, build_detector
@@ -13,6 +14,9 @@ from tests import fixtures
 from training import checkpoints
 from training import loop
 from training import validation
+
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 
 
 def _free_ports(count):

@@ -10,6 +10,7 @@ import tempfile
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from data import shard_damage
@@ -20,6 +21,9 @@ from tests import fixtures
 from training import checkpoints
 from training import divergence
 from training import loop
+
+pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
+
 
 
 def _damage(path, offset_fraction=0.5, garbage=160):
