@@ -94,3 +94,45 @@ def write_pr_curve_png(path: str, curves: Dict[str, Tuple[np.ndarray, np.ndarray
         _text(draw, (x0 + 42, y), text, small, 'lm')
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     image.save(path, format='PNG')
+
+
+def write_line_chart_png(path: str, series: Dict[str, Tuple[np.ndarray, np.ndarray]],
+                         x_label: str, y_label: str, title: str) -> None:
+    """Draws each series (legend name -> (x [K], y [K]), y from 0 to 1) as a line with
+    dots on axes from 0 to the largest x, and saves a PNG (its folder is created)."""
+    image = Image.new('RGB', _SIZE, 'white')
+    draw = ImageDraw.Draw(image)
+    left, top = _MARGIN[0], _MARGIN[1]
+    right, bottom = _SIZE[0] - _MARGIN[2], _SIZE[1] - _MARGIN[3]
+    small, big = _font(14), _font(18)
+    x_max = max([float(np.max(x)) for x, _ in series.values() if len(x)] or [1.0])
+
+    def to_px(x, y):
+        return left + x / x_max * (right - left), bottom - y * (bottom - top)
+
+    for i in range(11):
+        x, y = to_px(x_max * i / 10, i / 10)
+        draw.line([(x, top), (x, bottom)], fill=(225, 225, 225))
+        draw.line([(left, y), (right, y)], fill=(225, 225, 225))
+        if i % 2 == 0:
+            _text(draw, (x, bottom + 8), f'{x_max * i / 10:,.0f}', small, 'mt')
+            _text(draw, (left - 8, y), f'{i / 10:.1f}', small, 'rm')
+    draw.rectangle([left, top, right, bottom], outline=(0, 0, 0))
+    _text(draw, ((left + right) / 2, _SIZE[1] - 20), x_label, big, 'ms')
+    _text(draw, ((left + right) / 2, top / 2), title, big, 'mm')
+    label = Image.new('RGB', (200, 24), 'white')
+    _text(ImageDraw.Draw(label), (100, 12), y_label, big, 'mm')
+    label = label.rotate(90, expand=True)
+    image.paste(label, (8, int((top + bottom) / 2 - label.height / 2)))
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        colour = _COLOURS[i % len(_COLOURS)]
+        points = [to_px(x, y) for x, y in zip(xs, ys)]
+        if len(points) > 1:
+            draw.line(points, fill=colour, width=3)
+        for px, py in points:
+            draw.ellipse([px - 4, py - 4, px + 4, py + 4], fill=colour)
+        y = top + 16 + 22 * i
+        draw.line([(left + 12, y), (left + 40, y)], fill=colour, width=3)
+        _text(draw, (left + 46, y), name, small, 'lm')
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    image.save(path, format='PNG')
