@@ -2,7 +2,7 @@
 
 | entry point | on SIGTERM |
 |---|---|
-| train.py | the loop saves at the next step boundary, says so, exit 143 (SigtermFlag) |
+| train.py | the loop saves at the next step boundary, says so, exit 143 (SigtermFlag; under multi_worker TensorFlow's PreemptionCheckpointHandler, training/loop.py) |
 | make_records.py, export.py | Terminated is raised where the process is; their cleanup for Ctrl-C runs, exit 143 (raise_on_sigterm) |
 
 No TensorFlow import, so entry points can name Terminated before TensorFlow loads.
@@ -23,8 +23,8 @@ class SigtermFlag:
     """Notes SIGTERM instead of dying, so the training loop can save at its next step.
 
     Single-worker only: under multi_worker each worker would stop at its own step and the
-    others hang in their collectives, so there SIGTERM keeps its default (the process ends;
-    the rerun resumes from the last checkpoint, as after SIGKILL).
+    others hang in their collectives; there TensorFlow's PreemptionCheckpointHandler agrees
+    on the step across workers (training/loop._preemption_handler).
     """
 
     def __init__(self, enabled):

@@ -334,6 +334,39 @@ class TrainFaultsTest(tf.test.TestCase):
         self.assertIn(f'at step {saved}', rerun.stdout)
         self.assertIn(f'step {saved + 1}/{saved + 1}', rerun.stdout)
 
+    def test_sigterm_to_one_of_two_workers_saves_all_at_one_step(self):
+        # multi_worker: PreemptionCheckpointHandler agrees on the step; every worker saves
+        # there and stops with the single worker's line, and the rerun resumes from it.
+        from tests.test_train import _free_ports
+        cluster = {'worker': [f'localhost:{p}' for p in _free_ports(2)]}
+        model_dir = os.path.join(self.dir, 'terminated_workers')
+        train_glob = os.path.join(self.records, 'train-*')
+        workers = [cli.start('train.py', '--flagfile=configs/smoke.flags',
+                             f'--train_records={train_glob}', f'--model_dir={model_dir}',
+                             '--val_records=', '--strategy=multi_worker', '--train_steps=100000',
+                             '--checkpoint_every=100000', '--log_every=1',
+                             env={'TF_CONFIG': json.dumps({'cluster': cluster, 'task': {
+                                 'type': 'worker', 'index': i}})})
+                   for i in range(2)]
+        for line in workers[0].stdout:
+            if re.match(r'step ([3-9]|\d\d+)/', line):
+                break
+        workers[1].send_signal(signal.SIGTERM)  # the non-chief: the chief must stop too
+        saved = []
+        for worker in workers:
+            stdout, stderr = worker.communicate(timeout=300)
+            self.assertEqual(worker.returncode, 143, stderr[-3000:])
+            match = re.search(r'terminated \(SIGTERM\): saved step (\d+); rerun', stdout)
+            self.assertIsNotNone(match, stdout[-2000:])
+            saved.append(int(match.group(1)))
+        self.assertEqual(saved[0], saved[1])
+        self.assertGreaterEqual(saved[0], 3)
+        self.assertTrue(self._latest(model_dir).endswith(f'ckpt-{saved[0]}'))
+        rerun = self._train(model_dir, train_glob, f'--train_steps={saved[0] + 1}',
+                            '--val_records=')
+        self.assertEqual(rerun.returncode, 0, rerun.stderr[-3000:])
+        self.assertIn(f'at step {saved[0]}', rerun.stdout)
+
     def test_checkpoint_cut_short_falls_back_to_the_one_before(self):
         model_dir = os.path.join(self.dir, 'cut')
         run = self._train(model_dir, os.path.join(self.records, 'train-*'), '--train_steps=3',

@@ -143,7 +143,8 @@ def train(s: TrainSettings):
         if from_source:  # the log then shows the AP before and after the fine-tune
             print('validation before training (the --init_from weights): ' + _metrics_text(
                 validate()), flush=True)
-    metrics = _run(s, state, train_step, batches, validate, is_chief)
+    handler = _preemption_handler(s, strategy, state)
+    metrics = _run(s, state, train_step, batches, validate, is_chief, handler)
     print(f'checkpoints: {state.manager.directory}  tensorboard --logdir={s.model_dir}', flush=True)
     return metrics
 
@@ -337,7 +338,27 @@ def _step_gradient(grads, loss, loss_scale=None):
     return [g * (clip / replicas) for g in grads], applied
 
 
-def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chief):
+def _preemption_handler(s: TrainSettings, strategy, state: _State):
+    """multi_worker: TensorFlow's PreemptionCheckpointHandler, which takes SIGTERM on any
+    worker, agrees with every worker on the step to save at, saves there on all of them
+    and then stops each with the same line as a single worker's SIGTERM (exit 143).
+    Single workers use preemption.SigtermFlag in _run."""
+    if s.strategy != 'multi_worker':
+        return None
+
+    def stop():
+        step = int(state.step.numpy())
+        print(f'terminated (SIGTERM): saved step {step}; rerun the same command to resume',
+              flush=True)
+        raise preemption.Terminated(step)
+
+    return tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver, state.manager,
+        termination_config=tf.distribute.experimental.TerminationConfig(exit_fn=stop))
+
+
+def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chief,
+         handler=None):
     """Steps to s.train_steps with progress lines, summaries, checkpoints and validation."""
     if is_chief:
         writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
@@ -360,6 +381,8 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
                 raise preemption.Terminated(current)
             terms, applied = train_step(batches.next(current))
             current = int(state.step.numpy())
+            if handler is not None:  # all workers save at one agreed step, then stop
+                handler.save_checkpoint_if_preempted(checkpoint_number=current)
             progress.start(current)
             line = guard.check(current, float(terms['loss']), bool(applied))
             if line:
