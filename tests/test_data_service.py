@@ -2,6 +2,7 @@
 input pipeline; training steps, checkpoints and a resume go through them."""
 
 import os
+import re
 import tempfile
 
 import pytest
@@ -13,7 +14,6 @@ from training import data_service
 from training import devices
 
 pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
-
 
 
 class DataServiceTest(tf.test.TestCase):
@@ -67,6 +67,50 @@ class DataServiceTest(tf.test.TestCase):
         self.assertEqual(batch['image'].dtype, tf.uint8)
         self.assertEqual(batch['image'].shape, (2, 64, 64, 3))
 
+
+class ServiceFaultTest(tf.test.TestCase):
+    """Faults of a service in processes of its own, as on other machines: a worker killed,
+    the dispatcher killed and restarted with its --work_dir (fault-tolerant mode)."""
+
+    def test_training_goes_on_past_a_lost_worker_and_a_restarted_dispatcher(self):
+        from tests.test_train import _free_ports
+        root = tempfile.mkdtemp()
+        train = fixtures.write_tiny_shards(os.path.join(root, 'rec'), fixtures.random_records(8),
+                                           'train', 2)
+        port = _free_ports(1)[0]
+        dispatcher_args = ('data_service.py', f'--port={port}', '--workers=0',
+                           f'--work_dir={os.path.join(root, "journal")}')
+        dispatcher = cli.start(*dispatcher_args)
+        self.assertIn('dispatcher at', dispatcher.stdout.readline())
+        workers = [cli.start('data_service.py', f'--dispatcher=localhost:{port}', '--workers=1')
+                   for _ in range(2)]
+        for worker in workers:
+            self.assertIn('registered', worker.stdout.readline())
+        trainer = cli.start('train.py', '--flagfile=configs/smoke.flags', '--val_records=',
+                            f'--train_records={train}', f'--model_dir={os.path.join(root, "m")}',
+                            f'--data_service=grpc://localhost:{port}', '--train_steps=400',
+                            '--log_every=10', '--checkpoint_every=1000')
+        steps = []
+        try:
+            for line in trainer.stdout:
+                match = re.match(r'step (\d+)/', line)
+                if not match:
+                    continue
+                steps.append(int(match.group(1)))
+                if steps[-1] == 50:
+                    workers[1].kill()  # the other worker serves on
+                if steps[-1] == 200:
+                    dispatcher.kill()
+                    dispatcher.wait()
+                    dispatcher = cli.start(*dispatcher_args)  # recovers from its journal
+            _, stderr = trainer.communicate(timeout=300)
+        finally:
+            for process in [dispatcher, *workers, trainer]:
+                process.kill()
+        self.assertEqual(trainer.returncode, 0, stderr[-3000:])
+        self.assertEqual(steps[-1], 400)
+        self.assertIn(50, steps)
+        self.assertIn(200, steps)
 
 class PrecisionTest(tf.test.TestCase):
 

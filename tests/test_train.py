@@ -18,7 +18,6 @@ from training import validation
 pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
 
 
-
 def _free_ports(count):
     """Ports free now, below the kernel's ephemeral range (32768 and up on Linux), so that no
     outgoing connection takes one as its source port before a worker binds it (gRPC keeps

@@ -25,7 +25,6 @@ from training import loop
 pytestmark = pytest.mark.slow  # runs whole processes (train.py, export.py...): not in the fast tier
 
 
-
 def _damage(path, offset_fraction=0.5, garbage=160):
     """Writes garbage bytes into the middle of a file, as a bad disk or copy would."""
     data = bytearray(open(path, 'rb').read())
