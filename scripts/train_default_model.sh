@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the shipped model, models/facedet_default, from random weights in one run:
+# The one-run recipe for the default model, from random weights:
 # records from ../shared/data (with YuNet-n's landmarks as the teacher's), one train.py run
 # of configs/default_model.flags, the export, and the model card's accuracy numbers.
 # Rerun it after an interruption: the records are kept once their manifest exists, train.py
@@ -21,11 +21,11 @@ if [[ ! -f $RECORDS/manifest.json ]]; then
 fi
 echo "== train: configs/default_model.flags -> out/default_model"
 $PY train.py --flagfile=configs/default_model.flags
-echo "== export: models/facedet_default"
-$PY export.py --model_dir=out/default_model --export_dir=models/facedet_default \
+echo "== export: out/default_model/export (copy it to models/facedet_default once it beats that)"
+$PY export.py --model_dir=out/default_model --export_dir=out/default_model/export \
     --max_side=1280 --max_detections=1000 --passes=1 \
     --int8_records="$RECORDS/train-*.tfrecord"
 echo "== the model card's numbers: out/default_model/robustness.json"
-$PY benchmarks/robustness.py --model=models/facedet_default --records="$RECORDS/val-*.tfrecord" \
+$PY benchmarks/robustness.py --model=out/default_model/export --records="$RECORDS/val-*.tfrecord" \
     --json=out/default_model/robustness.json
-echo "Done in $(( ($(date +%s) - start) / 60 )) min: models/facedet_default (MODEL_CARD.md)"
+echo "Done in $(( ($(date +%s) - start) / 60 )) min: out/default_model/export (MODEL_CARD.md)"

@@ -1,0 +1,237 @@
+r"""Chaos: a small training run killed K times at random moments, rerun after each kill,
+checked for what a preempted run must keep. Not a test (tests/test_chaos.py runs 3 kills).
+
+  python benchmarks/chaos.py --kills=20 --train_steps=300 --checkpoint_every=25
+
+Records: configs/smoke_records.flags into --work_dir (synthetic, seconds). Each round
+starts the same train.py command (configs/smoke.flags), waits a random 0-4 s after its
+first step, and sends SIGTERM or SIGKILL (chosen at random); a third of the SIGKILLs land
+right after the progress line of a checkpoint step, while that checkpoint is being written.
+After the K kills the command runs to the end. Checked and printed:
+
+| check | rule |
+|---|---|
+| reached | the run ends at --train_steps |
+| checkpoints | every checkpoint listed in checkpoints/ and best/ restores |
+| export | export.py takes the final weights (it refuses non-finite ones) |
+| steps lost per SIGTERM | the last step printed before the kill minus the step saved: <= 1 |
+| steps lost per SIGKILL | the last step printed minus the step the rerun resumed at: <= --checkpoint_every |
+| AP | the final validation AP lies within the spread of three uninterrupted runs (seeds 0-2) |
+
+Exit status 1 if any check fails.
+"""
+
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+from absl import app, flags  # noqa: E402
+
+_KILLS = flags.DEFINE_integer('kills', 20, 'Kills before the run may finish.')
+_TRAIN_STEPS = flags.DEFINE_integer('train_steps', 300, 'Steps of the run.')
+_CHECKPOINT_EVERY = flags.DEFINE_integer('checkpoint_every', 25, 'Steps between checkpoints.')
+_BASELINES = flags.DEFINE_integer('baselines', 3, 'Uninterrupted runs (seeds 0..N-1) for the '
+                                  'AP spread; 0 skips the AP check.')
+_WORK_DIR = flags.DEFINE_string('work_dir', 'out/bench/chaos', 'Records and runs go here '
+                                '(emptied first).')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the kill schedule.')
+
+STEP_LINE = re.compile(r'step (\d+)/')
+
+
+class Run:
+    """One train.py process whose progress lines are read as they come."""
+
+    def __init__(self, args):
+        env = dict(os.environ, PYTHONPATH=_REPO_ROOT, TF_CPP_MIN_LOG_LEVEL='3')
+        self.process = subprocess.Popen([sys.executable, 'train.py', *args], cwd=_REPO_ROOT,
+                                        env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines, self.last_step = [], None
+        self.first_step = threading.Event()
+        self.checkpoint_step = threading.Event()
+        self._every = None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+            match = STEP_LINE.match(line)
+            if match:
+                self.last_step = int(match.group(1))
+                self.first_step.set()
+                if self._every and self.last_step % self._every == 0:
+                    self.checkpoint_step.set()
+
+    def arm_checkpoint_kill(self, every):
+        self._every = every
+
+    def wait(self, timeout=600):
+        self.process.wait(timeout)
+        self._reader.join(timeout=30)
+        self.stderr = self.process.stderr.read()
+        return self.process.returncode
+
+    def text(self):
+        return ''.join(self.lines)
+
+
+def make_records(work_dir):
+    records = os.path.join(work_dir, 'records')
+    subprocess.run([sys.executable, 'preprocess/make_records.py',
+                    '--flagfile=configs/smoke_records.flags', f'--output_dir={records}'],
+                   cwd=_REPO_ROOT, check=True, capture_output=True,
+                   env=dict(os.environ, PYTHONPATH=_REPO_ROOT, TF_CPP_MIN_LOG_LEVEL='3'))
+    return records
+
+
+def train_args(records, model_dir, seed=0):
+    return ['--flagfile=configs/smoke.flags', f'--train_records={records}/train-*',
+            f'--val_records={records}/val-*', f'--model_dir={model_dir}',
+            f'--train_steps={_TRAIN_STEPS.value}', f'--checkpoint_every={_CHECKPOINT_EVERY.value}',
+            f'--steps_per_epoch={_TRAIN_STEPS.value}', '--log_every=1', f'--seed={seed}']
+
+
+def final_ap(text):
+    found = re.findall(r'validation at step \d+: .*?\bap50 ([\d.]+)', text)
+    return float(found[-1]) if found else None
+
+
+def resumed_step(text):
+    match = re.search(r'resumed from \S+ at step (\d+)', text)
+    return int(match.group(1)) if match else 0
+
+
+def kill_round(args, rng):
+    """Starts the run, kills it; returns (signal name, last step printed, Run)."""
+    run = Run(args)
+    kind = rng.choice(['SIGTERM', 'SIGKILL'])
+    at_checkpoint = kind == 'SIGKILL' and rng.random() < 1 / 3
+    if at_checkpoint:
+        run.arm_checkpoint_kill(_CHECKPOINT_EVERY.value)
+    if not run.first_step.wait(300):
+        raise RuntimeError('train.py printed no step in 300 s:\n' + run.text()[-2000:])
+    if at_checkpoint:
+        run.checkpoint_step.wait(120)
+    else:
+        time.sleep(rng.uniform(0, 4))
+    last = run.last_step
+    run.process.send_signal(signal.SIGTERM if kind == 'SIGTERM' else signal.SIGKILL)
+    run.wait()
+    return kind + (' at a checkpoint' if at_checkpoint else ''), last, run
+
+
+def checkpoints_readable(model_dir):
+    """(number checked, unreadable paths) over checkpoints/ and best/."""
+    from common import quiet
+    tf = quiet.import_tensorflow()
+    checked, bad = 0, []
+    for sub in ('checkpoints', 'best'):
+        state = tf.train.get_checkpoint_state(os.path.join(model_dir, sub))
+        for path in (state.all_model_checkpoint_paths if state else []):
+            checked += 1
+            try:
+                reader = tf.train.load_checkpoint(path)
+                for name in reader.get_variable_to_shape_map():
+                    reader.get_tensor(name)
+            except Exception as e:  # noqa: BLE001 - any failure to read is the finding
+                bad.append(f'{path}: {str(e).splitlines()[0][:120]}')
+    return checked, bad
+
+
+def main(argv):
+    del argv
+    rng = random.Random(_SEED.value)
+    work_dir = os.path.abspath(_WORK_DIR.value)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    os.makedirs(work_dir)
+    records = make_records(work_dir)
+    model_dir = os.path.join(work_dir, 'chaos')
+    args = train_args(records, model_dir)
+    print(f'{_KILLS.value} kills of a {_TRAIN_STEPS.value}-step run, checkpoint every '
+          f'{_CHECKPOINT_EVERY.value} steps', flush=True)
+    print('| kill | signal | last step printed | the next run resumed at | steps lost | rule |')
+    print('|---|---|---|---|---|---|')
+    failures, kills = [], []
+    started = time.time()
+
+    def judge(kill, resumed_at):
+        """The row of a kill, once the next run has said where it resumed."""
+        k, kind, last, run = kill
+        lost = (last or 0) - resumed_at
+        limit = 1 if kind == 'SIGTERM' else _CHECKPOINT_EVERY.value
+        ok = lost <= limit
+        saved = None
+        if kind == 'SIGTERM':
+            match = re.search(r'saved step (\d+)', run.text())
+            saved = int(match.group(1)) if match else None
+            ok = ok and run.process.returncode == 143 and saved == resumed_at
+        print(f'| {k} | {kind} | {last} | {resumed_at} | {lost} | <= {limit}: '
+              f'{"ok" if ok else "FAILED"} |', flush=True)
+        if not ok:
+            failures.append(f'kill {k} ({kind}): last step {last}, saved {saved}, resumed at '
+                            f'{resumed_at} (rule: lost <= {limit}); exit {run.process.returncode}'
+                            f' {run.stderr[-300:]}')
+
+    for k in range(1, _KILLS.value + 1):
+        kind, last, run = kill_round(args, rng)
+        if kills:
+            judge(kills[-1], resumed_step(run.text()))
+        kills.append((k, kind, last, run))
+    last_run = Run(args)
+    if last_run.wait() != 0:
+        failures.append('the final run failed: ' + last_run.stderr[-1000:])
+    text = last_run.text()
+    if kills:
+        judge(kills[-1], resumed_step(text))
+    reached = re.findall(r'step (\d+)/', text)
+    reached = int(reached[-1]) if reached else None
+    ap = final_ap(text)
+    checked, bad = checkpoints_readable(model_dir)
+    export = subprocess.run([sys.executable, 'export.py', f'--model_dir={model_dir}',
+                             f'--export_dir={os.path.join(work_dir, "export")}'],
+                            cwd=_REPO_ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=_REPO_ROOT, TF_CPP_MIN_LOG_LEVEL='3'))
+    baseline_aps = []
+    for seed in range(_BASELINES.value):
+        base = Run(train_args(records, os.path.join(work_dir, f'baseline_{seed}'), seed))
+        base.wait()
+        baseline_aps.append(final_ap(base.text()))
+    print()
+    print('| check | result |')
+    print('|---|---|')
+    print(f'| reached | step {reached} of {_TRAIN_STEPS.value} |')
+    print(f'| checkpoints readable | {checked - len(bad)} of {checked} |')
+    print(f'| export | {"ok" if export.returncode == 0 else "FAILED"} |')
+    if baseline_aps:
+        spread = (min(baseline_aps), max(baseline_aps)) if None not in baseline_aps else None
+        inside = spread is not None and ap is not None and spread[0] <= ap <= spread[1]
+        print(f'| AP | {ap} after the kills; uninterrupted seeds 0-{len(baseline_aps) - 1}: '
+              f'{", ".join(str(a) for a in baseline_aps)} ({"inside" if inside else "OUTSIDE"} '
+              'their spread) |')
+        if not inside:
+            failures.append(f'AP {ap} outside the uninterrupted spread {baseline_aps}')
+    print(f'\n{time.time() - started:.0f} s in all')
+    if reached != _TRAIN_STEPS.value:
+        failures.append(f'reached step {reached}, not {_TRAIN_STEPS.value}')
+    failures += [f'unreadable checkpoint {b}' for b in bad]
+    if export.returncode:
+        failures.append('export failed: ' + export.stderr[-500:])
+    for failure in failures:
+        print('FAILED: ' + failure)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == '__main__':
+    app.run(main)
