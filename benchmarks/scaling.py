@@ -27,26 +27,12 @@ flags.mark_flag_as_required('model_dir')
 TAGS = {'val/ap50': 'AP@0.5, plain', 'val/ap50_mean': 'robustness mean'}
 
 
-def read_scalars(log_dir, tags):
-    """{tag: {step: value}} from the TensorBoard event files in log_dir."""
-    import tensorflow as tf
-    found = {tag: {} for tag in tags}
-    for name in sorted(os.listdir(log_dir)):
-        if not name.startswith('events.'):
-            continue
-        for record in tf.data.TFRecordDataset(os.path.join(log_dir, name)):
-            event = tf.compat.v1.Event.FromString(record.numpy())
-            for value in event.summary.value:
-                if value.tag in found:
-                    found[value.tag][event.step] = float(tf.make_ndarray(value.tensor))
-    return found
-
-
 def main(argv):
     del argv
     from common import quiet
     quiet.import_tensorflow()
     from evaluation.plots import write_line_chart_png
+    from training.summaries import read_scalars
     from training.checkpoints import recorded_flag
     model_dir = _MODEL_DIR.value
     batch = int(recorded_flag(model_dir, 'batch_size') or 32)

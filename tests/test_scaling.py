@@ -1,4 +1,4 @@
-"""benchmarks/scaling.py reads a run's validation scalars; plots.write_line_chart_png draws."""
+"""training.summaries reads a run's validation scalars (benchmarks/scaling.py); plots.write_line_chart_png draws them."""
 
 import os
 import tempfile
@@ -7,8 +7,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from benchmarks import scaling
 from evaluation import plots
+from training import summaries
 
 
 class ScalingTest(tf.test.TestCase):
@@ -19,7 +19,7 @@ class ScalingTest(tf.test.TestCase):
             for step, ap in ((100, 0.2), (200, 0.4)):
                 tf.summary.scalar('val/ap50', ap, step=step)
                 tf.summary.scalar('val/loss', 9.0, step=step)
-        found = scaling.read_scalars(log_dir, ['val/ap50', 'val/ap50_mean'])
+        found = summaries.read_scalars(log_dir, ['val/ap50', 'val/ap50_mean'])
         self.assertEqual(set(found['val/ap50']), {100, 200})
         self.assertAllClose(found['val/ap50'][200], 0.4)
         self.assertEqual(found['val/ap50_mean'], {})
