@@ -53,6 +53,9 @@ _JIT_COMPILE = flags.DEFINE_boolean(
 _DATA_SERVICE = flags.DEFINE_string(
     'data_service', None, 'grpc://HOST:PORT of a tf.data service dispatcher (data_service.py): '
     'the input pipeline runs on its workers instead of this machine\'s CPU.')
+_DATA_SERVICE_TIMEOUT = flags.DEFINE_float(
+    'data_service_timeout', 300.0, 'Seconds without a batch from --data_service (its dispatcher '
+    'or every worker gone) after which the run saves its step and stops with one line.')
 _WIDTH = flags.DEFINE_float('width', 1.0, 'Channel width multiplier of the network.')
 _NECK_CHANNELS = flags.DEFINE_integer('neck_channels', 48, 'FPN/head channels (before width).')
 _STEM_CHANNELS = flags.DEFINE_integer('stem_channels', 24,
@@ -257,6 +260,7 @@ def _train():
         val_image_size=_VAL_IMAGE_SIZE.value, val_max_side=_VAL_MAX_SIDE.value,
         val_variants=val_variants,
         ema_decay=_EMA_DECAY.value, data_service=_DATA_SERVICE.value,
+        data_service_timeout=_DATA_SERVICE_TIMEOUT.value,
         bad_records=_BAD_RECORDS.value, max_bad_steps=_MAX_BAD_STEPS.value,
         init_from=_INIT_FROM.value, seed=_SEED.value))
 

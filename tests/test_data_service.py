@@ -112,6 +112,55 @@ class ServiceFaultTest(tf.test.TestCase):
         self.assertIn(50, steps)
         self.assertIn(200, steps)
 
+    def test_a_service_that_is_gone_stops_the_run_with_one_line_and_it_resumes(self):
+        # The dispatcher and its only worker killed for good: tf.data's own client would
+        # wait forever; the run saves its step and names the address after the timeout.
+        from tests.test_train import _free_ports
+        root = tempfile.mkdtemp()
+        train = fixtures.write_tiny_shards(os.path.join(root, 'rec'), fixtures.random_records(8),
+                                           'train', 1)
+        port = _free_ports(1)[0]
+        address = f'grpc://localhost:{port}'
+        dispatcher = cli.start('data_service.py', f'--port={port}', '--workers=1')
+        self.assertIn('dispatcher at', dispatcher.stdout.readline())
+        model_dir = os.path.join(root, 'm')
+        args = ('train.py', '--flagfile=configs/smoke.flags', '--val_records=',
+                f'--train_records={train}', f'--model_dir={model_dir}', '--train_steps=400',
+                '--log_every=10', '--checkpoint_every=1000')
+        trainer = cli.start(*args, f'--data_service={address}', '--data_service_timeout=10')
+        try:
+            for line in trainer.stdout:
+                if line.startswith('step 30/'):
+                    dispatcher.kill()
+                    break
+            _, stderr = trainer.communicate(timeout=120)
+        finally:
+            for process in (dispatcher, trainer):
+                process.kill()
+        self.assertEqual(trainer.returncode, 1, stderr[-3000:])
+        last = stderr.strip().splitlines()[-1]
+        self.assertIn(f'train.py: error: no batch from the tf.data service at {address} in 10 s',
+                      last)
+        self.assertNotIn('Traceback', stderr)
+        again = cli.run(*args, '--train_steps=40')  # on this machine's CPU now
+        self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+        resumed = int(re.search(r'resumed from \S+ at step (\d+)', again.stdout).group(1))
+        self.assertGreaterEqual(resumed, 30)
+
+    def test_no_dispatcher_at_the_address_is_one_line(self):
+        from tests.test_train import _free_ports
+        address = f'grpc://localhost:{_free_ports(1)[0]}'
+        root = tempfile.mkdtemp()
+        train = fixtures.write_tiny_shards(os.path.join(root, 'rec'), fixtures.random_records(4),
+                                           'train', 1)
+        out = cli.run('train.py', '--flagfile=configs/smoke.flags', '--val_records=',
+                      f'--train_records={train}', f'--model_dir={os.path.join(root, "m")}',
+                      f'--data_service={address}')
+        self.assertEqual(out.returncode, 1, out.stderr[-3000:])
+        self.assertEqual(out.stderr.strip().splitlines()[-1][:60],
+                         f'train.py: error: no tf.data service dispatcher at {address}'[:60])
+
+
 class PrecisionTest(tf.test.TestCase):
 
     def test_auto_picks_by_compute_capability(self):

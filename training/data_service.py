@@ -6,9 +6,50 @@ and streams finished batches to the trainers. ``data_service.py`` at the reposit
 starts them; ``train.py --data_service=grpc://HOST:PORT`` uses them.
 """
 
+import socket
+import threading
+
 import tensorflow as tf
 
 PROTOCOL = 'grpc'
+
+
+class ServiceLost(ValueError):
+    """No batch came from the tf.data service in time: its dispatcher or every worker is
+    gone, or it was never there. The message names the address."""
+
+
+def check_reachable(address, timeout_s=10.0):
+    """Raises ServiceLost when nothing listens at the dispatcher's grpc://host:port."""
+    host, _, port = address.split('://', 1)[-1].rpartition(':')
+    try:
+        socket.create_connection((host or 'localhost', int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise ServiceLost(f'no tf.data service dispatcher at {address} ({e}): start one there '
+                          '(data_service.py) or leave out --data_service') from None
+
+
+def next_within(iterator, timeout_s, address):
+    """next(iterator), or ServiceLost naming address when no batch comes in timeout_s (the
+    service's own client waits forever for a dispatcher or workers that are gone)."""
+    got = {}
+
+    def take():
+        try:
+            got['batch'] = next(iterator)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            got['error'] = e
+
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
+    taker.join(timeout_s)
+    if taker.is_alive():
+        raise ServiceLost(f'no batch from the tf.data service at {address} in {timeout_s:g} s: '
+                          'its dispatcher or every worker is gone. Restart it (data_service.py) '
+                          'and rerun the same command to resume')
+    if 'error' in got:
+        raise got['error']
+    return got['batch']
 
 
 def distribute(dataset, address):

@@ -71,6 +71,7 @@ class TrainSettings:
     ema_warmup: int = 1000       # the decay ramps up over about this many steps
     init_from: Optional[str] = None  # model_dir of an earlier run: start from its weights
     data_service: Optional[str] = None  # grpc://host:port of a tf.data service dispatcher
+    data_service_timeout: float = 300.0  # seconds without a batch from it that stop the run
     bad_records: str = 'skip'    # a damaged shard: 'skip' its unreadable part, or 'stop'
     max_bad_steps: int = 20      # non-finite (or exploded) steps in a row that stop the run
     seed: int = 0
@@ -407,8 +408,8 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
         print(f'\ninterrupted: saved step {int(state.step.numpy())}; rerun the same command to '
               'resume', flush=True)
         raise
-    except train_input.DamagedShards:
-        _save(state.manager, state, current)  # the weights are good; only the input stopped
+    except (train_input.DamagedShards, train_input.data_service.ServiceLost):
+        _save(state.manager, state, int(state.step.numpy()))  # only the input stopped
         raise
     except divergence.Diverged as e:
         kept = state.manager.latest_checkpoint or 'none was written before'

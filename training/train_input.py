@@ -37,6 +37,8 @@ class TrainInput:
 
     def __init__(self, s, strategy, seed):
         self._s, self._strategy = s, strategy
+        if s.data_service:
+            data_service.check_reachable(s.data_service)
         self.readable = {}     # damaged shard -> good records read from it
         self.lost_records = 0  # records past the damage, left out (when the counts exist)
         self.dataset = self._distribute(seed)
@@ -51,6 +53,9 @@ class TrainInput:
     def next(self, step):
         """The next batch; on damage, reports it and goes on (or raises DamagedShards)."""
         try:
+            if self._s.data_service:
+                return data_service.next_within(self._iterator, self._s.data_service_timeout,
+                                                self._s.data_service)
             return next(self._iterator)
         except tf.errors.DataLossError as e:
             self._handle_damage(step, e)
