@@ -70,6 +70,23 @@ class DevicesTest(tf.test.TestCase):
                 p.stop()
         return made['communication_options'].implementation
 
+    def test_one_gpu_gets_its_own_device_strategy(self):
+        # OneDeviceStrategy's datasets prefetch to the GPU; the default strategy's do not.
+        gpu = [tf.config.LogicalDevice('/device:GPU:0', 'GPU')]
+        patches, _ = _fake_config(GPUS[:1])
+        patches.append(mock.patch.object(tf.config, 'list_logical_devices',
+                                         lambda kind=None: gpu if kind == 'GPU' else []))
+        patches.append(mock.patch.object(tf.distribute, 'OneDeviceStrategy',
+                                         lambda device: ('one_device', device)))
+        for p in patches:
+            p.start()
+        try:
+            self.assertEqual(devices.make_strategy('auto'), ('one_device', '/device:GPU:0'))
+        finally:
+            for p in patches:
+                p.stop()
+        self.assertIs(devices.make_strategy('auto'), tf.distribute.get_strategy())  # no GPU
+
     def test_multi_worker_all_reduces_with_nccl_on_gpus(self):
         kinds = tf.distribute.experimental.CommunicationImplementation
         self.assertEqual(self._multi_worker_options(GPUS), kinds.NCCL)

@@ -34,6 +34,10 @@ def make_strategy(name, cpu_devices=1):
     if name == 'mirrored' or (name == 'auto' and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices('CPU')]
         return tf.distribute.MirroredStrategy(devices)
+    if name == 'auto' and gpus:
+        # One GPU: its distributed dataset prefetches each batch onto the GPU, so the step
+        # does not wait for the host-to-GPU copy (the default strategy copies in the step).
+        return tf.distribute.OneDeviceStrategy(gpus[0].name)
     return tf.distribute.get_strategy()
 
 

@@ -4,8 +4,10 @@ The train step applies no update whose loss or gradients are not finite (loop.ma
 and reports it. This guard counts bad steps: those, and steps whose loss exploded (over
 EXPLODED_FACTOR times the median of the good steps before, or of LOSS_FLOOR, which warns). After
 ``max_bad_steps`` in a row (a few good steps among them do not end the run of bad ones) the
-run stops with Diverged. The loop writes no checkpoint while
-bad steps go on, so the last one written is the last good one.
+run stops with Diverged. While an exploded step's update may be in the weights (``suspect``),
+the loop writes no checkpoint, so the last one written is the last good one. A skipped
+update leaves the weights as they were: the next good step logs and saves as usual (under
+float16 the first steps often skip while the loss scale halves from 32768).
 """
 
 import collections
@@ -32,6 +34,7 @@ class DivergenceGuard:
         self._recent = collections.deque(maxlen=WINDOW)
         self._warned = False
         self._good_run = 0
+        self.suspect = False      # an exploded update was applied in this run of bad steps
 
     def check(self, step, loss, applied):
         """Counts one step; returns a line to print (or None); raises Diverged."""
@@ -43,8 +46,10 @@ class DivergenceGuard:
         self._good_run = 0 if bad else self._good_run + 1
         if bad:
             self.in_a_row += 1
+            self.suspect = self.suspect or applied
         elif self._good_run >= RECOVERED:
             self.in_a_row = 0
+            self.suspect = False
         if not self.in_a_row:
             self._recent.append(loss)
         if self.in_a_row >= self.max_bad_steps:
@@ -54,7 +59,8 @@ class DivergenceGuard:
                 'the good steps before). Lower --learning_rate (or raise --warmup_steps) and '
                 'rerun in a new --model_dir. The last good checkpoint is kept')
         if not applied:
-            return f'step {step}: loss or gradients not finite (loss {loss:.4g}): update skipped'
+            what = 'gradients' if math.isfinite(loss) else 'loss'
+            return f'step {step}: {what} not finite (loss {loss:.4g}): update skipped'
         warn, self._warned = bad and not self._warned, bad
         if warn:  # once until the loss comes back
             return (f'warning: step {step} loss {loss:.4g} is {ratio:.0f}x the median of the '

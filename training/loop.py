@@ -360,7 +360,13 @@ def _preemption_handler(s: TrainSettings, strategy, state: _State):
 
 def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chief,
          handler=None):
-    """Steps to s.train_steps with progress lines, summaries, checkpoints and validation."""
+    """Steps to s.train_steps with progress lines, summaries, checkpoints and validation.
+
+    The host reads a step's results (loss, applied, the step) only where it needs them: the
+    first step, log, checkpoint and validation steps, the last, and SIGTERM. In between it
+    queues the next step at once, so an accelerator never waits for the host's read of the
+    step before (_read_steps checks every step's loss when it does read).
+    """
     if is_chief:
         writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'train'))
         val_writer = tf.summary.create_file_writer(os.path.join(s.model_dir, 'val'))
@@ -370,26 +376,27 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
     guard = divergence.DivergenceGuard(s.max_bad_steps)
     metrics = {}
     current = int(state.step.numpy())
+    pending = []  # (terms, applied) of the steps run since current was read
     sigterm = preemption.SigtermFlag(s.strategy != 'multi_worker')
     try:
         while current < s.train_steps:
             if sigterm.received:
+                current = _read_steps(pending, guard, state)[2]
                 if not (state.manager.latest_checkpoint or '').endswith(f'-{current}'):
                     _save(state.manager, state, current)
                 print(f'terminated (SIGTERM): saved step {current}; rerun the same command to '
                       'resume', flush=True)
                 writer.flush()
                 raise preemption.Terminated(current)
-            terms, applied = train_step(batches.next(current))
-            current = int(state.step.numpy())
+            pending.append(train_step(batches.next(current + len(pending))))
             if handler is not None:  # all workers save at one agreed step, then stop
-                handler.save_checkpoint_if_preempted(checkpoint_number=current)
+                handler.save_checkpoint_if_preempted(checkpoint_number=state.step)
+            if progress.t0 is not None and not _due(s, current + len(pending), validate):
+                continue  # not read yet: no step before the next due one needs the host
+            terms, applied, current = _read_steps(pending, guard, state)
             progress.start(current)
-            line = guard.check(current, float(terms['loss']), bool(applied))
-            if line:
-                print(line, flush=True)
-            if not applied or guard.in_a_row:
-                continue  # no logs, checkpoints or validation of a diverging step
+            if not applied or guard.suspect:
+                continue  # no logs, checkpoints or validation of an exploded update
             if current % s.log_every == 0 or current == s.train_steps:
                 _log(current, terms, progress, writer, state.optimizer,
                      {'skipped_steps': guard.skipped, 'lost_records': batches.lost_records})
@@ -409,6 +416,7 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
               'resume', flush=True)
         raise
     except (train_input.DamagedShards, train_input.data_service.ServiceLost):
+        _read_steps(pending, guard, state)
         _save(state.manager, state, int(state.step.numpy()))  # only the input stopped
         raise
     except divergence.Diverged as e:
@@ -417,11 +425,32 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
     finally:
         sigterm.restore()
     latest = state.manager.latest_checkpoint
-    if not guard.in_a_row and (latest is None or not latest.endswith(f'-{current}')):
+    if not guard.suspect and (latest is None or not latest.endswith(f'-{current}')):
         _save(state.manager, state, current)
     writer.flush()
     val_writer.flush()
     return metrics
+
+
+def _due(s: TrainSettings, step, validate):
+    """Whether the loop acts at step (logs, saves, validates or ends) and so reads it."""
+    every = [s.log_every, s.checkpoint_every] + ([s.steps_per_epoch] if validate else [])
+    return step >= s.train_steps or any(step % n == 0 for n in every)
+
+
+def _read_steps(pending, guard, state: _State):
+    """Reads the steps run since the last read (emptying pending), checks each with the
+    divergence guard in order and returns the last one's (terms, applied) and the step."""
+    step = int(state.step.numpy()) - sum(bool(a) for _, a in pending)
+    terms, applied = {}, True
+    for terms, applied in pending:
+        applied = bool(applied)
+        step += applied
+        line = guard.check(step, float(terms['loss']), applied)
+        if line:
+            print(line, flush=True)
+    pending.clear()
+    return terms, applied, int(state.step.numpy())
 
 
 def _save(manager, state: _State, step):
