@@ -59,7 +59,7 @@ from typing import Dict, Iterator, Optional, Tuple, Union
 import numpy as np
 
 from preprocess import files
-from preprocess.items import RawItem, SkipItem
+from preprocess.items import LayoutError, RawItem, SkipItem
 
 PARTITION_SPLITS = {'0': 'train', '1': 'val', '2': 'test'}
 WIDTH_PER_EYE_MOUTH = 2.0
@@ -140,7 +140,7 @@ def read_table(path: str, num_values: int, header_start: str, csv: bool = False)
 
     Returns:
       {image name: ([num_values] float64, 'path:line')} with a SkipItem in place of the
-      tuple for a malformed row. Raises FileNotFoundError / ValueError (wrong header).
+      tuple for a malformed row. Raises FileNotFoundError / LayoutError (wrong header).
     """
     if not files.exists(path):
         raise FileNotFoundError(f'CelebA: missing annotation file {path}')
@@ -150,8 +150,9 @@ def read_table(path: str, num_values: int, header_start: str, csv: bool = False)
     head = 0 if csv else 1
     header = _split(lines[head], csv) if len(lines) > head else []
     if not header or header[0] != header_start:
-        raise ValueError(f'CelebA: {path}:{head + 1}: expected a header starting with '
-                         f'{header_start!r}, got {lines[head] if len(lines) > head else ""!r}')
+        first = ' '.join(lines[0].split())[:80] if lines else ''
+        raise LayoutError(f'CelebA: {path} is not a CelebA table: line {head + 1} should be a '
+                          f'header starting with {header_start!r}; the file begins {first!r}')
     for line_no, text in enumerate(lines[head + 1:], head + 2):
         tokens = _split(text, csv) if text.strip() else []
         if not tokens:

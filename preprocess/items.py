@@ -52,6 +52,11 @@ Image.MAX_IMAGE_PIXELS = None
 _OBJECT_REPR = re.compile(r'<[^<>]* at 0x[0-9a-fA-F]+>')
 
 
+class LayoutError(ValueError):
+    """A dataset's annotation file is not what its reader expects (a download-quota page
+    saved under its name, another dataset's table): make_records says so in one line."""
+
+
 class SkipItem(Exception):
     """An item that cannot be written. ``reason`` is a short key counted in the manifest."""
 

@@ -26,7 +26,7 @@ from preprocess import jsonl_source
 from preprocess import negatives as negatives_lib
 from preprocess import shards
 from preprocess import synthetic
-from preprocess.items import SkipItem
+from preprocess.items import LayoutError, SkipItem
 
 EVAL_SPLITS = ('val', 'test')
 RUNNERS = ('local', 'beam')
@@ -292,7 +292,7 @@ def make_records(config: Config, flag_values: Optional[dict] = None,
     settings = _check_same_settings(config)
     try:
         counts, _ = _scan(config)
-    except FileNotFoundError as e:  # readers raise it for a layout they cannot find
+    except (FileNotFoundError, LayoutError) as e:  # a layout the reader cannot read
         raise ConfigError(' '.join(str(e).split())) from None
     if not any(counts.get(s, 0) for s in config.splits):
         raise ConfigError(f'nothing to write: sources {",".join(config.sources)} have no item in '

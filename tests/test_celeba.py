@@ -176,6 +176,16 @@ class ReadItemsTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, 'image_id'):
             list(celeba.read_items(self.root))
 
+    def test_a_quota_page_as_the_table_is_one_line_from_make_records(self):
+        # What Google Drive saves when the CelebA download is over its quota.
+        with open(os.path.join(self.root, 'Anno/list_bbox_celeba.txt'), 'w') as f:
+            f.write('<html><head><title>Google Drive - Quota exceeded</title></head></html>\n')
+        config = record_sources.Config(output_dir=tempfile.mkdtemp(), sources=('celeba',),
+                                       celeba_dir=self.root, progress=False)
+        with self.assertRaisesRegex(record_sources.ConfigError,
+                                    r'list_bbox_celeba.txt is not a CelebA table.*Quota exceeded'):
+            record_sources.make_records(config)
+
     def test_missing_table(self):
         os.remove(os.path.join(self.root, 'Anno/list_landmarks_celeba.txt'))
         with self.assertRaisesRegex(FileNotFoundError, 'list_landmarks_celeba'):
