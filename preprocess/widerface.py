@@ -61,6 +61,9 @@ def parse_gt_file(path: str) -> Iterator[Union[Tuple[str, np.ndarray, np.ndarray
         yield name, rows[:, :4].copy(), rows[:, 4:].astype(np.int64), line_no
 
 
+_WARNED = set()  # ground-truth files already reported missing
+
+
 def read_items(root: str, splits: Sequence[str] = ('train', 'val')
                ) -> Iterator[Union[RawItem, SkipItem]]:
     """Yields one RawItem per annotated image (or a SkipItem), split by split, file order.
@@ -76,7 +79,10 @@ def read_items(root: str, splits: Sequence[str] = ('train', 'val')
     """
     present = [s for s in splits if files.exists(gt_path(root, s))]
     for s in splits:
-        if s not in present:
+        if s not in present and gt_path(root, s) not in _WARNED:
+            # Once per file: the scan and then each shard writer read the items again
+            # (forked workers inherit this set).
+            _WARNED.add(gt_path(root, s))
             logging.warning('WIDER FACE: skipping split %r: no ground-truth file %s', s,
                             gt_path(root, s))
     if splits and not present:

@@ -167,6 +167,8 @@ class ReadItemsTest(tf.test.TestCase):
             raw = list(widerface.read_items(root, splits=('train', 'val')))
         self.assertIn('wider_face_val_bbx_gt.txt', '\n'.join(logs.output))
         self.assertLen(raw, 12)
+        with self.assertNoLogs(level='WARNING'):  # said once, not again by each reader
+            list(widerface.read_items(root, splits=('train', 'val')))
         with self.assertRaisesRegex(FileNotFoundError, 'wider_face_split'):
             list(widerface.read_items(root, splits=('val',)))
         self.assertEqual(list(widerface.read_items(root, splits=())), [])
