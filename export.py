@@ -174,7 +174,8 @@ def export_network_tflite(folded, path, int8_inputs=None):
             converter.representative_dataset = lambda: (
                 {'images': image, 'size': size} for image, size in int8_inputs)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converted = converter.convert()
+        with quiet.drop_notices(quiet.CONVERTER_NOTICES):
+            converted = converter.convert()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     with open(path, 'wb') as f:
         f.write(converted)
@@ -249,7 +250,9 @@ def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold
         tf.TensorSpec([1, size, size, 3], tf.float32, name='images')])
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
-        converted = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['serve']).convert()
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['serve'])
+        with quiet.drop_notices(quiet.CONVERTER_NOTICES):
+            converted = converter.convert()
     with open(path, 'wb') as f:
         f.write(converted)
     return converted

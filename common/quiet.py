@@ -21,6 +21,7 @@ level, which TF_CPP_MIN_LOG_LEVEL=2 keeps and which comes after the import, so
 | absl pre-init warning, oneDNN, cuda drivers, CPU features | ``import tensorflow`` | ``import_tensorflow()``, first thing in each entry point |
 | cuInit failure (no NVIDIA device only) | the CUDA platform's first device listing | ``import_tensorflow()`` |
 | XNNPACK delegate | ``tf.lite.Interpreter`` | model/runtime.py's interpreter creation |
+| "NodeDef mentions attribute Truncate ... Op<name=Identity" (E0000, from the converter's own graph rewrite; the file is right) | ``TFLiteConverter.convert()`` | export.py's conversions (``CONVERTER_NOTICES``) |
 """
 
 import contextlib
@@ -38,6 +39,8 @@ NOTICES = re.compile(
     r'|^To enable the following instructions: .* rebuild TensorFlow'
     r'|^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$')
 NO_GPU_NOTICES = re.compile(r'cuda_platform\.cc:\d+\] failed call to cuInit: ')
+CONVERTER_NOTICES = re.compile(r'node_def_util\.cc:\d+\] NodeDef mentions attribute Truncate '
+                               r'which is not in the op definition: Op<name=Identity;')
 
 
 @contextlib.contextmanager

@@ -333,9 +333,12 @@ class ExportTest(tf.test.TestCase):
         result = cli.run('export.py', f'--model_dir={self.export_dir}', f'--export_dir={out}',
                          '--max_side=96', '--score_threshold=0.2', '--max_detections=20',
                          '--passes=1.5:0:40,0.5:30:',
-                         f'--int8_records={records}/train-*.tfrecord', '--int8_images=4')
+                         f'--int8_records={records}/train-*.tfrecord', '--int8_images=4',
+                         tf_log_level=None)
         self.assertEqual(result.returncode, 0, result.stderr[-3000:])
         self.assertIn('calibrated on 4 images', result.stdout)
+        # Run as a user runs it: no TensorFlow C++ line (the converter's E0000 NodeDef one).
+        self.assertNotRegex(result.stderr, r'(?m)^[EWI]\d{4} ')
         self.assertIn('default passes: 1.5x (faces < 40 px), 0.5x (faces >= 30 px)',
                       result.stdout)
         self.assertEqual(runtime.default_passes(out),
