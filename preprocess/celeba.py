@@ -151,8 +151,8 @@ def read_table(path: str, num_values: int, header_start: str, csv: bool = False)
     header = _split(lines[head], csv) if len(lines) > head else []
     if not header or header[0] != header_start:
         first = ' '.join(lines[0].split())[:80] if lines else ''
-        raise LayoutError(f'CelebA: {path} is not a CelebA table: line {head + 1} should be a '
-                          f'header starting with {header_start!r}; the file begins {first!r}')
+        raise LayoutError(f'CelebA: {path}:{head + 1}: expected a header starting with '
+                          f'{header_start!r}; the file begins {first!r}: not a CelebA table')
     for line_no, text in enumerate(lines[head + 1:], head + 2):
         tokens = _split(text, csv) if text.strip() else []
         if not tokens:

@@ -183,7 +183,7 @@ class ReadItemsTest(tf.test.TestCase):
         config = record_sources.Config(output_dir=tempfile.mkdtemp(), sources=('celeba',),
                                        celeba_dir=self.root, progress=False)
         with self.assertRaisesRegex(record_sources.ConfigError,
-                                    r'list_bbox_celeba.txt is not a CelebA table.*Quota exceeded'):
+                                    r'list_bbox_celeba.txt:2: expected a header .*Quota exceeded'):
             record_sources.make_records(config)
 
     def test_missing_table(self):
