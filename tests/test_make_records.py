@@ -201,7 +201,9 @@ class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
 
 
     def test_sigkill_then_rerun_keeps_finished_shards_and_completes(self):
-        args = ['--flagfile=configs/synthetic.flags', '--num_images=48', '--train_shards=6',
+        # 600 images (90 a shard): the kill lands while shards 2-6 are still to write, also
+        # on a loaded machine (at 48 the run could finish between the poll and the kill).
+        args = ['--flagfile=configs/synthetic.flags', '--num_images=600', '--train_shards=6',
                 '--synthetic_min_side=64', '--synthetic_max_side=96', '--num_workers=1',
                 '--noprogress']
         whole = os.path.join(self.tmp, 'whole')
@@ -233,7 +235,9 @@ class MakeRecordsTest(tf.test.TestCase, parameterized.TestCase):
 
 
     def test_sigterm_keeps_finished_shards_and_leaves_no_tmp_or_lock(self):
-        args = ['--flagfile=configs/synthetic.flags', '--num_images=48', '--train_shards=6',
+        # 600 images (90 a shard): the kill lands while shards 2-6 are still to write, also
+        # on a loaded machine (at 48 the run could finish between the poll and the kill).
+        args = ['--flagfile=configs/synthetic.flags', '--num_images=600', '--train_shards=6',
                 '--synthetic_min_side=64', '--synthetic_max_side=96', '--num_workers=1',
                 '--noprogress', f'--output_dir={self.out}']
         run = cli.start('preprocess/make_records.py', *args)
