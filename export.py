@@ -174,12 +174,17 @@ def export_network_tflite(folded, path, int8_inputs=None):
             converter.representative_dataset = lambda: (
                 {'images': image, 'size': size} for image, size in int8_inputs)
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        with quiet.drop_notices(quiet.CONVERTER_NOTICES):
-            converted = converter.convert()
+        converted = _convert(converter)
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
     with open(path, 'wb') as f:
         f.write(converted)
     return converted
+
+
+def _convert(converter):
+    """converter.convert(), without the converter's harmless E0000 NodeDef notice."""
+    with quiet.drop_notices(quiet.CONVERTER_NOTICES):
+        return converter.convert()
 
 
 def parse_pass_flags(values):
@@ -250,9 +255,8 @@ def export_tflite(model, config, path, size, score_threshold=0.05, iou_threshold
         tf.TensorSpec([1, size, size, 3], tf.float32, name='images')])
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp, signature_keys=['serve'])
-        with quiet.drop_notices(quiet.CONVERTER_NOTICES):
-            converted = converter.convert()
+        converted = _convert(tf.lite.TFLiteConverter.from_saved_model(
+            tmp, signature_keys=['serve']))
     with open(path, 'wb') as f:
         f.write(converted)
     return converted

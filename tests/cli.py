@@ -10,9 +10,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run(script, *args, timeout=600, tf_log_level='3'):
     """Runs `python <script> args...` from the repo root; returns the CompletedProcess.
     tf_log_level None runs it as a user would, without TF_CPP_MIN_LOG_LEVEL."""
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL=tf_log_level or '')
-    if tf_log_level is None:
-        del env['TF_CPP_MIN_LOG_LEVEL']
+    env = {k: v for k, v in os.environ.items() if k != 'TF_CPP_MIN_LOG_LEVEL'}
+    env['PYTHONPATH'] = ROOT
+    if tf_log_level is not None:
+        env['TF_CPP_MIN_LOG_LEVEL'] = tf_log_level
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=timeout)
 

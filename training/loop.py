@@ -23,6 +23,7 @@ from model import losses
 from model import targets as target_lib
 from model.detector import DetectorConfig, build_detector
 from training import checkpoints
+from training import data_service
 from training import devices
 from training import progress as progress_lib
 from training import divergence
@@ -415,7 +416,7 @@ def _run(s: TrainSettings, state: _State, train_step, batches, validate, is_chie
         print(f'\ninterrupted: saved step {int(state.step.numpy())}; rerun the same command to '
               'resume', flush=True)
         raise
-    except (train_input.DamagedShards, train_input.data_service.ServiceLost):
+    except (train_input.DamagedShards, data_service.ServiceLost):
         _read_steps(pending, guard, state)
         _save(state.manager, state, int(state.step.numpy()))  # only the input stopped
         raise
